@@ -1,0 +1,24 @@
+"""energyflow: flow matching towards targets `q(x) ∝ p(x) exp(-beta E(x))`, in JAX + Equinox."""
+
+from ._losses import (
+    cfm_loss as cfm_loss,
+    energy_guided_loss as energy_guided_loss,
+    energy_weighted_loss as energy_weighted_loss,
+    energy_weights as energy_weights,
+    group_softmax as group_softmax,
+)
+from ._nets import MLPVelocity as MLPVelocity, SinusoidalTimeEmbedding as SinusoidalTimeEmbedding
+from ._paths import (
+    AffineProbPath as AffineProbPath,
+    GuidedGaussianPath as GuidedGaussianPath,
+    PathSample as PathSample,
+)
+from ._schedulers import (
+    AbstractScheduler as AbstractScheduler,
+    CondOTScheduler as CondOTScheduler,
+    CosineScheduler as CosineScheduler,
+    SchedulerOutput as SchedulerOutput,
+    VPScheduler as VPScheduler,
+)
+
+__version__ = "0.1.0"

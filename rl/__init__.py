@@ -1,0 +1,1 @@
+"""Offline reinforcement learning on top of `energyflow`: FlowQ, QIPO and an IQL baseline."""
