@@ -75,9 +75,11 @@ class VPScheduler(AbstractScheduler):
     beta_max: float = eqx.field(default=20.0, static=True)
 
     def __check_init__(self):
-        if not 0.0 <= self.beta_min <= self.beta_max:
+        # beta_max = 0 would mean no noise at all: sigma_t = 0 everywhere and d_sigma_t = 0/0.
+        if not (0.0 <= self.beta_min <= self.beta_max and self.beta_max > 0.0):
             raise ValueError(
-                f"need 0 <= beta_min <= beta_max, got beta_min={self.beta_min!r}, beta_max={self.beta_max!r}"
+                "need 0 <= beta_min <= beta_max and beta_max > 0, "
+                f"got beta_min={self.beta_min!r}, beta_max={self.beta_max!r}"
             )
 
     def __call__(self, t: Float[ArrayLike, ""]) -> SchedulerOutput:
