@@ -1,0 +1,30 @@
+"""The agents, one module each: `iql` (baseline), `flowq` and `qipo`.
+
+Each module follows the contract in `rl.agents.base` (`Config`, `init`, `update`, `act`). Modules are imported
+lazily by `get_agent`, so that importing `rl.agents` costs nothing.
+"""
+
+import importlib
+from types import ModuleType
+
+from .base import AgentModule as AgentModule
+
+AGENTS: tuple[str, ...] = ("flowq", "qipo", "iql")
+"""Names accepted by `get_agent` and by `python -m rl.train --agent`."""
+
+
+def get_agent(name: str) -> AgentModule | ModuleType:
+    """The agent module called `name`.
+
+    Args:
+        name: one of `AGENTS` (`"flowq"`, `"qipo"`, `"iql"`).
+
+    Returns:
+        The module, with `Config`, `init`, `update` and `act`.
+
+    Raises:
+        ValueError: for a name that is not in `AGENTS`.
+    """
+    if not isinstance(name, str) or name not in AGENTS:
+        raise ValueError(f"Unknown agent {name!r}; expected one of {', '.join(AGENTS)}.")
+    return importlib.import_module(f"{__name__}.{name}")

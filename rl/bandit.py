@@ -1,0 +1,200 @@
+"""A built-in offline task that needs no download: a 2-D bandit with multimodal behaviour data.
+
+Every episode is one step (`terminal = 1`): the agent sees a constant observation, picks a 2-D action in
+`[-1, 1]^2` and gets a reward. The behaviour data is a mixture of `num_modes` narrow Gaussians placed evenly on a
+circle; the reward is a smooth bump centred on one of them (`best_mode`), so it favours that mode, gives its
+neighbours a little and the far side of the circle almost nothing. Behaviour cloning therefore puts about
+`1 / num_modes` of its samples on the best mode, while a policy `pi ∝ pi_beta exp(beta Q)` that stays in the
+support of the data concentrates on it: the classic test of energy guidance.
+
+`make_dataset` returns the same `rl.data.OfflineDataset` as a Minari dataset (so the trainer has one code path),
+and `evaluate_policy` scores a policy by the mean reward of its actions and the fraction that land on the best mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from rl.data import ACTION_CLIP, OfflineDataset, Transitions
+
+__all__ = ["DATASET_ID", "BanditTask", "evaluate_policy", "is_bandit", "make_dataset", "score_actions"]
+
+DATASET_ID = "builtin/bandit2d-v0"
+"""The id of the built-in task (`python -m rl.train --dataset bandit` or this id)."""
+
+ALIASES = ("bandit", DATASET_ID)
+"""Names under which the command line accepts the built-in task."""
+
+
+@dataclass(frozen=True)
+class BanditTask:
+    """The 2-D offline bandit: behaviour modes, reward and dataset size."""
+
+    # number of Gaussian behaviour modes, evenly spaced on a circle
+    num_modes: int = 8
+    # radius of that circle (the modes stay well inside [-1, 1]^2)
+    radius: float = 0.6
+    # standard deviation of each behaviour mode (per coordinate)
+    mode_std: float = 0.08
+    # index of the mode the reward favours (mode k sits at angle 2 pi k / num_modes)
+    best_mode: int = 0
+    # width of the reward bump around the best mode: r(a) = reward_scale * exp(-|a - m_best|^2 / (2 width^2))
+    reward_width: float = 0.35
+    # height of the reward bump (the reward lies in [0, reward_scale])
+    reward_scale: float = 1.0
+    # number of transitions in the dataset (behaviour samples, equal weight per mode in expectation)
+    num_transitions: int = 10_000
+    # size of the (constant) observation the agents get as context
+    obs_dim: int = 2
+    # seed of the behaviour samples
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_modes < 2:
+            raise ValueError(f"num_modes must be >= 2, got {self.num_modes}.")
+        if not 0 <= self.best_mode < self.num_modes:
+            raise ValueError(f"best_mode must be in [0, {self.num_modes - 1}], got {self.best_mode}.")
+        if not (0 < self.radius and self.radius + 3 * self.mode_std < 1):
+            raise ValueError(
+                f"the modes must lie inside [-1, 1]^2: need 0 < radius and radius + 3 * mode_std < 1, got "
+                f"radius={self.radius}, mode_std={self.mode_std}."
+            )
+        if self.mode_std <= 0 or self.reward_width <= 0 or self.reward_scale <= 0:
+            raise ValueError("mode_std, reward_width and reward_scale must be > 0.")
+        if self.num_transitions < 1 or self.obs_dim < 1:
+            raise ValueError(
+                f"num_transitions and obs_dim must be >= 1, got {self.num_transitions} and {self.obs_dim}."
+            )
+
+    @property
+    def act_dim(self) -> int:
+        """Action size (always 2)."""
+        return 2
+
+    def mode_centers(self) -> Float[Array, "modes 2"]:
+        """Centres of the behaviour modes, `[num_modes, 2]`; mode `k` is at angle `2 pi k / num_modes`."""
+        angles = 2.0 * math.pi * jnp.arange(self.num_modes) / self.num_modes
+        return self.radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+    def reward(self, actions: Float[Array, "n 2"]) -> Float[Array, " n"]:
+        """The reward of each action: a Gaussian bump of height `reward_scale` on the best mode."""
+        best = self.mode_centers()[self.best_mode]
+        sq = jnp.sum((actions - best[None, :]) ** 2, axis=-1)
+        return self.reward_scale * jnp.exp(-sq / (2.0 * self.reward_width**2))
+
+    def observations(self, n: int) -> Float[Array, "n obs_dim"]:
+        """The constant observation, repeated `n` times."""
+        return jnp.ones((n, self.obs_dim), jnp.float32)
+
+    def sample_behaviour(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
+        """`n` actions from the behaviour mixture (uniform over modes), clipped like dataset actions."""
+        k_mode, k_noise = jax.random.split(key)
+        modes = jax.random.randint(k_mode, (n,), 0, self.num_modes)
+        noise = self.mode_std * jax.random.normal(k_noise, (n, 2))
+        return jnp.clip(self.mode_centers()[modes] + noise, -ACTION_CLIP, ACTION_CLIP)
+
+
+def is_bandit(dataset: str | OfflineDataset) -> bool:
+    """Whether a dataset id (or a loaded dataset) is the built-in bandit."""
+    if isinstance(dataset, OfflineDataset):
+        return dataset.dataset_id == DATASET_ID
+    return dataset in ALIASES
+
+
+def make_dataset(task: BanditTask | None = None) -> OfflineDataset:
+    """The bandit's behaviour data as an `OfflineDataset` (one-step episodes, `terminal = 1`).
+
+    The observation statistics are `mean = 0`, `std = 1`, so normalisation leaves the constant observation as is.
+
+    Args:
+        task: the task; default `BanditTask()`.
+
+    Returns:
+        The dataset, with `dataset_id = DATASET_ID`, no environment and no reference scores.
+    """
+    task = BanditTask() if task is None else task
+    if not isinstance(task, BanditTask):
+        raise TypeError(f"task must be a BanditTask, got {type(task).__name__}.")
+    n = task.num_transitions
+    actions = task.sample_behaviour(jax.random.key(task.seed), n)
+    rewards = task.reward(actions)
+    obs = task.observations(n)
+    transitions = Transitions(
+        obs=obs,
+        action=actions,
+        reward=rewards,
+        next_obs=obs,
+        terminal=jnp.ones((n,), jnp.float32),
+    )
+    return OfflineDataset(
+        transitions=transitions,
+        obs_mean=jnp.zeros((task.obs_dim,), jnp.float32),
+        obs_std=jnp.ones((task.obs_dim,), jnp.float32),
+        env_id=None,
+        ref_min_score=None,
+        ref_max_score=None,
+        dataset_id=DATASET_ID,
+        data_path="",
+        episode_returns=np.asarray(rewards, np.float64),
+        episode_lengths=np.ones((n,), np.int64),
+        recipe={"builtin": "bandit", **asdict(task)},
+    )
+
+
+@eqx.filter_jit
+def _score(task: BanditTask, actions: Float[Array, "n 2"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    centers = task.mode_centers()
+    sq = jnp.sum((actions[:, None, :] - centers[None, :, :]) ** 2, axis=-1)
+    nearest = jnp.argmin(sq, axis=-1)
+    return jnp.mean(task.reward(actions)), jnp.mean((nearest == task.best_mode).astype(jnp.float32))
+
+
+def score_actions(task: BanditTask, actions: Float[Array, "n 2"]) -> dict[str, float]:
+    """Mean reward and fraction of actions whose nearest behaviour mode is the best one.
+
+    Args:
+        task: the bandit.
+        actions: `[n, 2]` actions (e.g. samples of a policy, or the dataset's actions).
+
+    Returns:
+        `{"mean_reward": ..., "best_mode_fraction": ...}`; behaviour cloning scores about `1 / num_modes` on the
+        latter.
+    """
+    actions = jnp.asarray(actions, jnp.float32)
+    if actions.ndim != 2 or actions.shape[1] != 2 or actions.shape[0] < 1:
+        raise ValueError(f"actions must have shape [n, 2] with n >= 1, got {actions.shape}.")
+    mean_reward, fraction = _score(task, actions)
+    return {"mean_reward": float(mean_reward), "best_mode_fraction": float(fraction)}
+
+
+def evaluate_policy(
+    act_fn: Callable[[PRNGKeyArray, Float[Array, "n obs_dim"]], Float[Array, "n 2"]],
+    task: BanditTask,
+    *,
+    key: PRNGKeyArray,
+    num_samples: int = 1024,
+) -> dict[str, float]:
+    """Score a policy on the bandit: draw `num_samples` actions for the constant observation.
+
+    Args:
+        act_fn: `act_fn(key, obs[n, obs_dim]) -> actions[n, 2]` (observations are already normalised; for the
+            bandit that changes nothing).
+        task: the bandit.
+        key: PRNG key of the policy's samples.
+        num_samples: number of actions drawn.
+
+    Returns:
+        `score_actions` of the drawn actions.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    actions = act_fn(key, task.observations(num_samples))
+    return score_actions(task, actions)
