@@ -1,5 +1,7 @@
 """energyflow: flow matching towards targets `q(x) ∝ p(x) exp(-beta E(x))`, in JAX + Equinox."""
 
+from . import toys as toys
+from ._fit import FlowModel as FlowModel, fit as fit
 from ._losses import (
     cfm_loss as cfm_loss,
     energy_guided_loss as energy_guided_loss,
@@ -12,6 +14,11 @@ from ._paths import (
     AffineProbPath as AffineProbPath,
     GuidedGaussianPath as GuidedGaussianPath,
     PathSample as PathSample,
+)
+from ._solver import (
+    log_prob as log_prob,
+    sample as sample,
+    sample_with_log_prob as sample_with_log_prob,
 )
 from ._schedulers import (
     AbstractScheduler as AbstractScheduler,

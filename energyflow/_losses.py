@@ -6,6 +6,7 @@ models; the losses vmap it over the batch. Each loss draws `t ~ U[0, 1]` and `x0
 """
 
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -139,6 +140,7 @@ def energy_guided_loss(
     key: PRNGKeyArray | None = None,
     context: Float[Array, "n ctx"] | None = None,
     weighted: bool = False,
+    weight_at: Literal["t", "endpoint"] = "t",
     group_size: int | None = None,
     x0: Float[Array, "n dim"] | None = None,
     t: Float[Array, " n"] | None = None,
@@ -151,8 +153,13 @@ def energy_guided_loss(
     Args:
         energy: a function of one point, `E(x)` or `E(x, c)`; wrap it in `jax.lax.stop_gradient` yourself if its
             parameters must not be trained (the regression target itself never carries a gradient).
-        weighted: weight each example by `softmax_i(log Z_t(x1_i))`, the mixture weights of the guided marginal
-            (EFM's weights at `t = 1`); otherwise the batch mean.
+        weighted: weight each example by `softmax_i(log Z(x1_i))`, the mixture weights of the guided marginal;
+            otherwise the batch mean.
+        weight_at: with `weighted`, where the normaliser is taken: `"t"` uses `log Z_t` at each example's own time
+            (MATH section 4; the weights then change with `t`, and normalising across examples at different times
+            also reweights time: pass one `t` per group with `group_size`), `"endpoint"` uses `log Z_1`, which is
+            constant in `t` (`-beta E(x1)` when `sigma_1 = 0`, EFM's weights): the mixture of guided conditionals
+            then ends exactly at `q`.
         group_size: with `weighted`, normalise within consecutive groups of this size.
     """
     x0, t = _draw(x1, key, x0, t)
@@ -163,9 +170,12 @@ def energy_guided_loss(
     errors = _squared_errors(model, ps, context)
     if not weighted:
         return jnp.mean(errors)
+    if weight_at not in ("t", "endpoint"):
+        raise ValueError(f"weight_at must be 't' or 'endpoint', got {weight_at!r}")
+    t_weight = t if weight_at == "t" else jnp.ones_like(t)
     if context is None:
-        log_z = jax.vmap(lambda b, c: path.log_normalizer(b, c, energy))(x1, t)
+        log_z = jax.vmap(lambda b, c: path.log_normalizer(b, c, energy))(x1, t_weight)
     else:
-        log_z = jax.vmap(lambda b, c, s: path.log_normalizer(b, c, energy, s))(x1, t, context)
+        log_z = jax.vmap(lambda b, c, s: path.log_normalizer(b, c, energy, s))(x1, t_weight, context)
     weights = jax.lax.stop_gradient(group_softmax(log_z, group_size))
     return jnp.sum(weights * errors)
