@@ -55,6 +55,8 @@ def group_softmax(logits: Float[Array, " n"], group_size: int | None = None) -> 
     if group_size is None:
         return jax.nn.softmax(logits)
     n = logits.shape[0]
+    if group_size < 1:
+        raise ValueError(f"group_size must be a positive integer (or None for the whole batch), got {group_size}")
     if n % group_size != 0:
         raise ValueError(f"batch size {n} is not a multiple of group_size={group_size}")
     groups = n // group_size
