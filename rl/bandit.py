@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from rl.data import ACTION_CLIP, OfflineDataset, Transitions
 
@@ -124,9 +124,7 @@ def make_dataset(task: BanditTask | None = None) -> OfflineDataset:
     if not isinstance(task, BanditTask):
         raise TypeError(f"task must be a BanditTask, got {type(task).__name__}.")
     n = task.num_transitions
-    actions = task.sample_behaviour(jax.random.key(task.seed), n)
-    rewards = task.reward(actions)
-    obs = task.observations(n)
+    actions, rewards, obs = _behaviour_data(task)
     transitions = Transitions(
         obs=obs,
         action=actions,
@@ -150,6 +148,12 @@ def make_dataset(task: BanditTask | None = None) -> OfflineDataset:
 
 
 @eqx.filter_jit
+def _behaviour_data(task: BanditTask) -> tuple[Float[Array, "n 2"], Float[Array, " n"], Float[Array, "n obs_dim"]]:
+    actions = task.sample_behaviour(jax.random.key(task.seed), task.num_transitions)
+    return actions, task.reward(actions), task.observations(task.num_transitions)
+
+
+@eqx.filter_jit
 def _score(task: BanditTask, actions: Float[Array, "n 2"]) -> tuple[Float[Array, ""], Float[Array, ""]]:
     centers = task.mode_centers()
     sq = jnp.sum((actions[:, None, :] - centers[None, :, :]) ** 2, axis=-1)
@@ -157,12 +161,12 @@ def _score(task: BanditTask, actions: Float[Array, "n 2"]) -> tuple[Float[Array,
     return jnp.mean(task.reward(actions)), jnp.mean((nearest == task.best_mode).astype(jnp.float32))
 
 
-def score_actions(task: BanditTask, actions: Float[Array, "n 2"]) -> dict[str, float]:
+def score_actions(task: BanditTask, actions: ArrayLike) -> dict[str, float]:
     """Mean reward and fraction of actions whose nearest behaviour mode is the best one.
 
     Args:
         task: the bandit.
-        actions: `[n, 2]` actions (e.g. samples of a policy, or the dataset's actions).
+        actions: `[n, 2]` actions, any array-like (e.g. samples of a policy, or the dataset's actions).
 
     Returns:
         `{"mean_reward": ..., "best_mode_fraction": ...}`; behaviour cloning scores about `1 / num_modes` on the
@@ -186,7 +190,8 @@ def evaluate_policy(
 
     Args:
         act_fn: `act_fn(key, obs[n, obs_dim]) -> actions[n, 2]` (observations are already normalised; for the
-            bandit that changes nothing).
+            bandit that changes nothing). It is jitted: pass an `equinox.Module` holding the parameters rather than a
+            fresh closure, so that new parameters do not recompile.
         task: the bandit.
         key: PRNG key of the policy's samples.
         num_samples: number of actions drawn.
@@ -196,5 +201,10 @@ def evaluate_policy(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    actions = act_fn(key, task.observations(num_samples))
+    actions = _policy_actions(act_fn, key, task.observations(num_samples))
     return score_actions(task, actions)
+
+
+@eqx.filter_jit
+def _policy_actions(act_fn: Callable, key: PRNGKeyArray, obs: Float[Array, "n obs_dim"]) -> Float[Array, "n 2"]:
+    return act_fn(key, obs)
