@@ -1,0 +1,267 @@
+"""FlowQ: an energy-guided flow policy (Alles, Chen, van der Smagt, Cseke 2025, arXiv 2505.14139).
+
+- Critic: IQL's (`rl.agents.common.update_iql_critic`), trained on dataset actions only, never on policy samples.
+- Policy: a conditional flow `v(a_t, t, s)` (`energyflow.MLPVelocity`) trained with `energyflow.energy_guided_loss`
+  on dataset actions, the energy of an action being `E(a; s) = -(Q(s, a) - V(s)) / scale`. The critic's parameters
+  are wrapped in `jax.lax.stop_gradient` where the energy is built, so the policy loss never trains the critic.
+- Acting: the `energyflow` ODE sampler from noise (10 Euler steps by default), clipped to `[-1, 1]`; optionally
+  best-of-N by `Q`.
+
+The policy update evaluates one energy gradient per example (plus a Hessian-vector product with
+`gradient="mean"`) and never runs the sampler, so its cost does not depend on `sample_steps`.
+
+Our choices where the paper could not be read (see MATH section 4):
+
+- The energy subtracts `V(s)`. For one state this adds a constant, which changes neither the guided path nor its
+  gradient; it only matters for the optional weights `softmax(log Z_t)` over a batch of *different* states, where it
+  turns `exp(beta Q)` (which favours states with a high value) into `exp(beta (Q - V))`, an advantage weight.
+- The energy is divided by a running mean of `|Q(s, a_data) - V(s)|` over batches (`normalize_energy`), so that
+  `beta` means the same thing whatever the reward scale: `beta = 1` tilts by a factor `e` per typical advantage.
+"""
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_guided_loss
+
+from .common import (
+    IQLCritic,
+    QEnsemble,
+    ValueNetwork,
+    apply_gradients,
+    best_of_n,
+    check_config,
+    init_iql_critic,
+    init_opt_state,
+    make_optimizer,
+    min_q,
+    sample_flow_actions,
+    state_values,
+    stop_gradient,
+    update_iql_critic,
+)
+
+__all__ = ["Config", "State", "act", "guidance_path", "init", "policy_loss", "update"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """FlowQ's settings; the defaults are the ones results are reported with."""
+
+    # discount gamma
+    discount: float = 0.99
+    # expectile tau of the IQL value regression
+    expectile: float = 0.7
+    # learning rate of critic, value and policy (Adam)
+    lr: float = 3e-4
+    # Polyak rate of the target Q network
+    polyak: float = 0.005
+    # hidden width and number of hidden layers of the critic and value MLPs
+    critic_width: int = 256
+    critic_depth: int = 2
+    # number of Q networks (twin Q; the energy uses the minimum of the target networks)
+    num_q: int = 2
+    # hidden width and number of hidden layers of the flow policy (energyflow.MLPVelocity)
+    policy_width: int = 256
+    policy_depth: int = 3
+    # guidance strength lambda_1 = beta of the guided path (on the normalised energy, see normalize_energy)
+    beta: float = 1.0
+    # lambda_t schedule of the guided path: "linear" (lambda_t = beta t) or "constant"
+    schedule: str = "linear"
+    # where the energy gradient is taken: "data" (at the dataset action; one gradient per example) or "mean"
+    # (at the conditional mean alpha_t a_data, adds a Hessian-vector product per example)
+    gradient: str = "data"
+    # weight examples by softmax(log Z_t) over the batch (moves mass between modes; without it the endpoint of
+    # each conditional stays near its data action and the tilt only acts at intermediate times and through sigma_min)
+    weighted: bool = True
+    # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)
+    sigma_min: float = 0.0
+    # divide the energy by a running mean of |Q(s, a_data) - V(s)| (makes beta independent of the reward scale)
+    normalize_energy: bool = True
+    # rate of that running mean (exponential moving average; the first batch sets it)
+    scale_rate: float = 0.005
+    # Euler steps of the ODE sampler at evaluation (training cost does not depend on it)
+    sample_steps: int = 10
+    # ODE solver name passed to energyflow's sampler
+    solver: str = "euler"
+    # best-of-N by min Q at evaluation (1 = plain sampling)
+    best_of_n: int = 1
+    # the critic learns from reward_scale * r + reward_bias (1000 / return range of the dataset, as IQL does, is
+    # set by the results script per dataset)
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+
+    def __post_init__(self):
+        for name in ("discount", "expectile", "lr", "polyak", "beta", "sigma_min", "scale_rate", "reward_scale",
+                     "reward_bias"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        positive_int = (lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
+        check_config(
+            self,
+            {
+                "discount": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+                "expectile": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+                "lr": (lambda v: v > 0.0, "> 0"),
+                "polyak": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+                "critic_width": positive_int,
+                "critic_depth": positive_int,
+                "num_q": positive_int,
+                "policy_width": positive_int,
+                "policy_depth": positive_int,
+                "beta": (lambda v: v >= 0.0, ">= 0"),
+                "schedule": (lambda v: v in ("linear", "constant"), "'linear' or 'constant'"),
+                "gradient": (lambda v: v in ("data", "mean"), "'data' or 'mean'"),
+                "sigma_min": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+                "scale_rate": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+                "sample_steps": positive_int,
+                "best_of_n": positive_int,
+            },
+        )
+
+
+class State(eqx.Module):
+    """Everything FlowQ trains, with its config."""
+
+    policy: MLPVelocity
+    policy_opt_state: PyTree
+    critic: IQLCritic
+    # running mean of |Q(s, a_data) - V(s)|, the energy's unit
+    energy_scale: Float[Array, ""]
+    step: Int[Array, ""]
+    config: Config = eqx.field(static=True)
+
+
+def guidance_path(config: Config) -> GuidedGaussianPath:
+    """The guided Gaussian path the policy regresses on."""
+    return GuidedGaussianPath(
+        CondOTScheduler(config.sigma_min), beta=config.beta, schedule=config.schedule, gradient=config.gradient
+    )
+
+
+def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> State:
+    """Fresh networks and optimiser states.
+
+    Args:
+        config: the settings.
+        obs_dim: observation size.
+        act_dim: action size.
+        key: randomness of the initial parameters.
+    """
+    if not isinstance(config, Config):
+        raise TypeError(f"expected an rl.agents.flowq.Config, got {type(config).__name__}")
+    if obs_dim < 1 or act_dim < 1:
+        raise ValueError(f"obs_dim and act_dim must be >= 1, got obs_dim={obs_dim}, act_dim={act_dim}")
+    kp, kc = jax.random.split(key)
+    policy = MLPVelocity(
+        act_dim, context_dim=obs_dim, width=config.policy_width, depth=config.policy_depth, key=kp
+    )
+    critic = init_iql_critic(
+        obs_dim,
+        act_dim,
+        width=config.critic_width,
+        depth=config.critic_depth,
+        num_q=config.num_q,
+        lr=config.lr,
+        key=kc,
+    )
+    return State(
+        policy=policy,
+        policy_opt_state=init_opt_state(make_optimizer(config.lr), policy),
+        critic=critic,
+        energy_scale=jnp.ones(()),
+        step=jnp.zeros((), jnp.int32),
+        config=config,
+    )
+
+
+def policy_loss(
+    policy: MLPVelocity,
+    q: QEnsemble,
+    value: ValueNetwork,
+    obs: Float[Array, "n obs_dim"],
+    action: Float[Array, "n act_dim"],
+    energy_scale: Float[Array, ""],
+    config: Config,
+    *,
+    key: PRNGKeyArray,
+) -> tuple[Float[Array, ""], dict[str, Array]]:
+    """The energy-guided flow-matching loss of the policy on dataset actions, `E(a; s) = -(Q(s, a) - V(s)) / scale`.
+
+    The critic is frozen here: its parameters pass through `jax.lax.stop_gradient` before the energy is built, so the
+    gradient of this loss with respect to `q` and `value` is exactly zero.
+    """
+    q = stop_gradient(q)
+    value = stop_gradient(value)
+    scale = jax.lax.stop_gradient(energy_scale)
+
+    def energy(a: Float[Array, " act_dim"], s: Float[Array, " obs_dim"]) -> Float[Array, ""]:
+        return -(jnp.min(q(s, a)) - value(s)) / scale
+
+    loss = energy_guided_loss(
+        policy, guidance_path(config), action, energy, key=key, context=obs, weighted=config.weighted
+    )
+    return loss, {"policy_loss": loss}
+
+
+def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
+    """One FlowQ update: the IQL critic, the energy's running scale, then the guided flow-matching policy step.
+
+    Args:
+        state: the current state.
+        batch: `rl.data.Transitions` with normalised observations.
+        key: randomness of the flow-matching draws `(t, x0)`.
+
+    Returns:
+        The new state and scalar diagnostics.
+    """
+    config = state.config
+    critic, critic_info = update_iql_critic(
+        state.critic,
+        batch,
+        discount=config.discount,
+        expectile=config.expectile,
+        polyak=config.polyak,
+        lr=config.lr,
+        reward_scale=config.reward_scale,
+        reward_bias=config.reward_bias,
+    )
+    if config.normalize_energy:
+        adv = min_q(critic.q_target, batch.obs, batch.action) - state_values(critic.value, batch.obs)
+        batch_scale = jnp.maximum(jnp.mean(jnp.abs(adv)), 1e-6)
+        rate = jnp.where(state.step == 0, 1.0, config.scale_rate)
+        energy_scale = jax.lax.stop_gradient((1.0 - rate) * state.energy_scale + rate * batch_scale)
+    else:
+        energy_scale = state.energy_scale
+    (_, policy_info), grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
+        state.policy, critic.q_target, critic.value, batch.obs, batch.action, energy_scale, config, key=key
+    )
+    policy, policy_opt_state = apply_gradients(
+        state.policy, state.policy_opt_state, grads, make_optimizer(config.lr)
+    )
+    new = State(
+        policy=policy,
+        policy_opt_state=policy_opt_state,
+        critic=critic,
+        energy_scale=energy_scale,
+        step=state.step + 1,
+        config=config,
+    )
+    return new, {**critic_info, **policy_info, "energy_scale": energy_scale}
+
+
+def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
+    """Actions by ODE sampling of the flow policy (`sample_steps` steps), best-of-`best_of_n` by min Q, in `[-1, 1]`."""
+    config = state.config
+
+    def propose(k, s):
+        return sample_flow_actions(state.policy, s, key=k, steps=config.sample_steps, solver=config.solver)
+
+    def score(s, a):
+        return min_q(state.critic.q, s, a)
+
+    return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key)

@@ -1,0 +1,422 @@
+"""Unit tests of the agents' loss pieces, phases and contract (FlowQ, QIPO, IQL).
+
+Networks are tiny (width 32) and each agent's update is compiled once per module: a `lax.scan` over `CHUNK`
+updates on one fixed batch, called repeatedly. Everything is seeded; the few statistical checks (losses going down on
+a fixed batch) compare means over windows of 20 updates with wide margins, so they do not depend on the exact
+floating-point path.
+"""
+
+import dataclasses
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rl.agents import flowq, iql, qipo
+from rl.agents.common import (
+    IQLCritic,
+    QEnsemble,
+    ValueNetwork,
+    best_of_n,
+    expectile_loss,
+    iql_q_target,
+    init_iql_critic,
+    min_q,
+    polyak_update,
+    td_target,
+    value_loss,
+)
+from rl.data import Transitions
+
+OBS_DIM, ACT_DIM, BATCH = 3, 2, 32
+CHUNK = 20
+
+TINY = {
+    "iql": iql.Config(lr=2e-3, width=32),
+    "flowq": flowq.Config(lr=2e-3, critic_width=32, policy_width=32, policy_depth=2, sample_steps=3),
+    "qipo": qipo.Config(
+        lr=2e-3,
+        critic_width=32,
+        policy_width=32,
+        policy_depth=2,
+        warmup_steps=CHUNK,
+        renew_every=4,
+        pool_size=16,
+        support_size=4,
+        critic_candidates=4,
+        policy_batch=8,
+        support_steps=3,
+        sample_steps=3,
+    ),
+}
+MODULES = {"iql": iql, "flowq": flowq, "qipo": qipo}
+
+
+def make_batch(key, n=BATCH):
+    """A fixed synthetic batch: reward depends on state and action, half the transitions terminate."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    obs = jax.random.normal(k1, (n, OBS_DIM))
+    action = jnp.clip(0.5 * jax.random.normal(k2, (n, ACT_DIM)), -0.99, 0.99)
+    reward = jnp.sum(obs[:, :ACT_DIM] * action, axis=-1) + 0.1 * obs[:, -1]
+    next_obs = obs + 0.1 * jax.random.normal(k3, (n, OBS_DIM))
+    terminal = (jnp.arange(n) % 2).astype(jnp.float32)
+    return Transitions(obs=obs, action=action, reward=reward, next_obs=next_obs, terminal=terminal)
+
+
+def _probe(state):
+    """What the scan records after every update (QIPO: its support pool)."""
+    return state.pool.support if isinstance(state, qipo.State) else jnp.zeros(())
+
+
+@functools.cache
+def _make_runner(module):
+    @eqx.filter_jit
+    def run(state, batch, key):
+        # networks hold their activation functions: scan over the array leaves only
+        arrays, static = eqx.partition(state, eqx.is_array)
+
+        def body(a, k):
+            s, info = module.update(eqx.combine(a, static), batch, key=k)
+            return eqx.filter(s, eqx.is_array), (info, _probe(s))
+
+        arrays, out = jax.lax.scan(body, arrays, jax.random.split(key, CHUNK))
+        return eqx.combine(arrays, static), out
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return make_batch(jax.random.key(0))
+
+
+@pytest.fixture(scope="module", params=["iql", "flowq", "qipo"])
+def trained(request, batch):
+    """Each agent after 10 chunks of updates on the fixed batch, with the per-chunk diagnostics."""
+    name = request.param
+    module = MODULES[name]
+    state0 = module.init(TINY[name], obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(1))
+    run = _make_runner(module)
+    state, chunks, probes = state0, [], []
+    for i in range(10):
+        state, (info, probe) = run(state, batch, jax.random.key(100 + i))
+        chunks.append(jax.tree.map(np.asarray, info))
+        probes.append(np.asarray(probe))
+    infos = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    return name, module, state0, state, infos, probes
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loss pieces
+
+
+def test_expectile_loss_is_asymmetric_and_half_mse_at_one_half():
+    diff = jnp.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+    np.testing.assert_allclose(expectile_loss(diff, 0.5), 0.5 * diff**2, rtol=1e-6)
+    loss = expectile_loss(diff, 0.9)
+    # positive errors (target above the prediction) cost tau, negative ones 1 - tau
+    np.testing.assert_allclose(loss, [0.1 * 4.0, 0.1 * 0.25, 0.0, 0.9 * 0.25, 0.9 * 4.0], rtol=1e-6)
+    assert loss[4] > loss[0]
+
+
+def test_expectile_regression_finds_the_expectile():
+    """Minimising the mean expectile loss over a constant gives the tau-expectile, above the mean for tau > 0.5."""
+    samples = jnp.array([0.0, 1.0, 2.0, 10.0])
+    grid = jnp.linspace(0.0, 10.0, 10001)
+    losses = jax.vmap(lambda c: jnp.mean(expectile_loss(samples - c, 0.7)))(grid)
+    best = float(grid[jnp.argmin(losses)])
+    # the 0.7-expectile solves 0.7 sum_{x>c}(x - c) = 0.3 sum_{x<c}(c - x); with only x = 10 above c:
+    # 0.7 (10 - c) = 0.3 (3c - 3), so c = 7.9 / 1.6 = 4.9375
+    assert abs(best - 4.9375) < 2e-3
+    assert best > float(jnp.mean(samples))
+
+
+def test_td_target_by_hand():
+    reward = jnp.array([1.0, 2.0, -1.0])
+    terminal = jnp.array([0.0, 1.0, 0.0])
+    next_value = jnp.array([10.0, 10.0, 4.0])
+    np.testing.assert_allclose(td_target(reward, terminal, next_value, 0.9), [10.0, 2.0, 2.6], rtol=1e-6)
+
+
+def test_iql_q_target_by_hand(batch):
+    value = ValueNetwork(OBS_DIM, width=8, depth=1, key=jax.random.key(3))
+    target = iql_q_target(value, batch, discount=0.9, reward_scale=2.0, reward_bias=-1.0)
+    for i in range(4):
+        v_next = float(value(batch.next_obs[i]))
+        expected = 2.0 * float(batch.reward[i]) - 1.0 + 0.9 * (1.0 - float(batch.terminal[i])) * v_next
+        assert abs(float(target[i]) - expected) < 1e-5
+
+
+def test_iql_value_loss_uses_the_min_of_the_target_ensemble(batch):
+    critic = init_iql_critic(OBS_DIM, ACT_DIM, width=8, depth=1, num_q=2, lr=1e-3, key=jax.random.key(4))
+    loss, _ = value_loss(critic.value, critic.q_target, batch.obs, batch.action, expectile=0.7)
+    qs = jax.vmap(critic.q_target)(batch.obs, batch.action)
+    diff = jnp.min(qs, axis=-1) - jax.vmap(critic.value)(batch.obs)
+    expected = np.mean(np.where(diff > 0, 0.7, 0.3) * np.asarray(diff) ** 2)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_softmax_q_value_limits():
+    q = jnp.array([[1.0, 2.0, 6.0], [-3.0, 0.0, 0.5]])
+    np.testing.assert_allclose(qipo.softmax_q_value(q, 0.0), jnp.mean(q, axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(qipo.softmax_q_value(q, 1e4), jnp.max(q, axis=-1), rtol=1e-5)
+    middle = qipo.softmax_q_value(q, 1.0)
+    assert np.all(middle > jnp.mean(q, axis=-1)) and np.all(middle < jnp.max(q, axis=-1))
+
+
+def test_softmax_critic_target_by_hand():
+    config = dataclasses.replace(TINY["qipo"], discount=0.9, beta_q=2.0, reward_scale=0.5, reward_bias=1.0)
+    q_target = QEnsemble(OBS_DIM, ACT_DIM, width=8, depth=1, key=jax.random.key(5))
+    key = jax.random.split(jax.random.key(6), 4)
+    n, m = 3, 4
+    rows = qipo.Pool(
+        obs=jax.random.normal(key[0], (n, OBS_DIM)),
+        action=jnp.zeros((n, ACT_DIM)),
+        reward=jnp.array([1.0, -2.0, 0.5]),
+        next_obs=jax.random.normal(key[1], (n, OBS_DIM)),
+        terminal=jnp.array([0.0, 1.0, 0.0]),
+        support=jnp.zeros((n, 5, ACT_DIM)),
+        next_candidates=jax.random.uniform(key[2], (n, m, ACT_DIM), minval=-1, maxval=1),
+    )
+    target = qipo.softmax_critic_target(q_target, rows, config)
+    for i in range(n):
+        qs = np.array([float(jnp.min(q_target(rows.next_obs[i], rows.next_candidates[i, j]))) for j in range(m)])
+        w = np.exp(2.0 * (qs - qs.max()))
+        w /= w.sum()
+        expected = 0.5 * float(rows.reward[i]) + 1.0 + 0.9 * (1.0 - float(rows.terminal[i])) * float(np.sum(w * qs))
+        assert abs(float(target[i]) - expected) < 1e-5
+
+
+def test_support_weights_sum_to_one_per_state_and_favour_high_q():
+    q = jax.random.normal(jax.random.key(7), (5, 17)) * 10.0
+    w = qipo.support_weights(q, 3.0)
+    np.testing.assert_allclose(jnp.sum(w, axis=-1), np.ones(5), rtol=1e-6)
+    assert np.all(jnp.argmax(w, axis=-1) == jnp.argmax(q, axis=-1))
+    # beta = 0 is uniform over the set: plain flow matching on the support
+    np.testing.assert_allclose(qipo.support_weights(q, 0.0), np.full((5, 17), 1 / 17), rtol=1e-6)
+
+
+def test_improvement_loss_is_the_per_state_weighted_flow_matching_loss():
+    """The loss weights each action by softmax within its own state's set: a state's weights ignore other states."""
+    config = TINY["qipo"]
+    policy = qipo.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(8)).policy
+    q = QEnsemble(OBS_DIM, ACT_DIM, width=8, depth=1, key=jax.random.key(9))
+    key = jax.random.split(jax.random.key(10), 3)
+    rows = qipo.Pool(
+        obs=jax.random.normal(key[0], (2, OBS_DIM)),
+        action=jnp.zeros((2, ACT_DIM)),
+        reward=jnp.zeros(2),
+        next_obs=jnp.zeros((2, OBS_DIM)),
+        terminal=jnp.zeros(2),
+        support=jax.random.uniform(key[1], (2, 5, ACT_DIM), minval=-1, maxval=1),
+        next_candidates=jnp.zeros((2, 0, ACT_DIM)),
+    )
+    loss, info = eqx.filter_jit(qipo.improvement_loss)(policy, q, rows, config, key=key[2])
+    # recompute with explicit per-state weights on the same (t, x0) draws (the loss splits `key` into x0, t keys)
+    obs = jnp.repeat(rows.obs, 5, axis=0)
+    actions = rows.support.reshape(10, ACT_DIM)
+    qsa = min_q(q, obs, actions).reshape(2, 5)
+    weights = np.asarray(qipo.support_weights(qsa, config.beta)).reshape(10) / 2
+    k0, kt = jax.random.split(key[2])
+    x0 = jax.random.normal(k0, actions.shape)
+    t = jax.random.uniform(kt, (10,))
+    x_t = t[:, None] * actions + (1 - t[:, None]) * x0
+    v = jax.vmap(policy)(x_t, t, obs)
+    errors = np.sum(np.asarray(v - (actions - x0)) ** 2, axis=-1)
+    np.testing.assert_allclose(float(loss), float(np.sum(weights * errors)), rtol=1e-4)
+    assert 0.0 < float(info["data_action_weight"]) < 1.0
+
+
+def test_polyak_update_mixes_arrays_only():
+    a = QEnsemble(OBS_DIM, ACT_DIM, width=8, depth=1, key=jax.random.key(11))
+    b = QEnsemble(OBS_DIM, ACT_DIM, width=8, depth=1, key=jax.random.key(12))
+    mixed = polyak_update(a, b, 0.25)
+    leaves = zip(jax.tree.leaves(mixed), jax.tree.leaves(a), jax.tree.leaves(b))
+    for m, x, y in leaves:
+        if eqx.is_array(m):
+            np.testing.assert_allclose(m, 0.75 * x + 0.25 * y, rtol=1e-6)
+
+
+def test_best_of_n_keeps_the_highest_score():
+    obs = jnp.arange(3.0)[:, None] * jnp.ones((3, OBS_DIM))
+
+    def propose(key, s):
+        return jax.random.uniform(key, (s.shape[0], ACT_DIM), minval=-1, maxval=1)
+
+    def score(s, a):
+        return -jnp.sum((a - 0.3) ** 2, axis=-1)
+
+    chosen = best_of_n(propose, score, obs, num_candidates=64, key=jax.random.key(13))
+    candidates = propose(jax.random.key(13), jnp.repeat(obs, 64, axis=0)).reshape(3, 64, ACT_DIM)
+    best = jnp.max(-jnp.sum((candidates - 0.3) ** 2, axis=-1), axis=-1)
+    np.testing.assert_allclose(score(obs, chosen), best, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# FlowQ: the critic is frozen inside the policy loss
+
+
+@pytest.mark.parametrize("gradient", ["data", "mean"])
+def test_flowq_policy_loss_does_not_train_the_critic(batch, gradient):
+    config = dataclasses.replace(TINY["flowq"], gradient=gradient)
+    state = flowq.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(14))
+    critic: IQLCritic = state.critic
+    key = jax.random.key(15)
+
+    def loss_of_critic(parts):
+        q, value = parts
+        return flowq.policy_loss(state.policy, q, value, batch.obs, batch.action, jnp.ones(()), config, key=key)[0]
+
+    q_grads, v_grads = eqx.filter_jit(eqx.filter_grad(loss_of_critic))((critic.q, critic.value))
+    for g in jax.tree.leaves((q_grads, v_grads)):
+        assert float(jnp.max(jnp.abs(g))) == 0.0
+    # ... while the policy does get a gradient, and the energy does shape the loss
+    p_grads = eqx.filter_jit(eqx.filter_grad(
+        lambda p: flowq.policy_loss(p, critic.q, critic.value, batch.obs, batch.action, jnp.ones(()), config, key=key)[0]
+    ))(state.policy)
+    assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(p_grads)) > 0.0
+    unguided = dataclasses.replace(config, beta=0.0)
+    l0 = flowq.policy_loss(state.policy, critic.q, critic.value, batch.obs, batch.action, jnp.ones(()), unguided, key=key)
+    l1 = flowq.policy_loss(state.policy, critic.q, critic.value, batch.obs, batch.action, jnp.ones(()), config, key=key)
+    assert float(l0[0]) != float(l1[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Updates, phases, renewal and acting (on the module-scoped training runs)
+
+
+def test_update_changes_params_and_diagnostics_are_finite(trained):
+    name, _, state0, state, infos, _ = trained
+    for key, values in infos.items():
+        assert values.shape == (10 * CHUNK,), key
+        assert np.all(np.isfinite(values)), key
+    assert int(state.step) == 10 * CHUNK
+    before = jax.tree.leaves(eqx.filter((state0.policy, state0.critic.q), eqx.is_inexact_array))
+    after = jax.tree.leaves(eqx.filter((state.policy, state.critic.q), eqx.is_inexact_array))
+    changed = [not np.array_equal(a, b) for a, b in zip(before, after) if a.size > 1]
+    assert sum(changed) >= len(changed) - 2, name  # every weight moves (allow fixed embedding tables)
+
+
+def _policy_loss_on_fixed_draws(name, policy, state, batch):
+    """Each agent's policy loss for `policy`, against the critic of `state`, on fixed (t, x0) draws (4 per example)."""
+    obs, action = jnp.tile(batch.obs, (4, 1)), jnp.tile(batch.action, (4, 1))
+    key = jax.random.key(99)
+    if name == "iql":
+        return iql.actor_loss(policy, state.critic, obs, action, state.config)[0]
+    if name == "flowq":
+        critic = state.critic
+        return flowq.policy_loss(policy, critic.q_target, critic.value, obs, action, state.energy_scale, state.config, key=key)[0]
+    return qipo.improvement_loss(policy, state.critic.q_target, state.pool, state.config, key=key)[0]
+
+
+def test_each_agent_reduces_its_losses_on_a_fixed_batch(trained, batch):
+    """Fixed batch and seeds. Critic: the mean Q loss of the last 20 updates is below 0.8x that of the first 20 (the
+    observed drop is far larger). Policy: the trained policy's loss is below 0.9x the initial policy's, both measured
+    against the final critic on the same fixed draws of (t, x0), so the noise of flow matching cancels out.
+    """
+    name, _, state0, state, infos, _ = trained
+    first, last = float(np.mean(infos["q_loss"][:20])), float(np.mean(infos["q_loss"][-20:]))
+    assert last < 0.8 * first, (name, first, last)
+    loss_fn = eqx.filter_jit(functools.partial(_policy_loss_on_fixed_draws, name))
+    before = float(loss_fn(state0.policy, state, batch))
+    after = float(loss_fn(state.policy, state, batch))
+    assert after < before - 0.1 * abs(before), (name, before, after)
+
+
+def test_qipo_phases_and_behaviour_freeze(batch):
+    config = TINY["qipo"]
+    state = qipo.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(16))
+    run = _make_runner(qipo)
+    warm, (info_warm, _) = run(state, batch, jax.random.key(17))  # exactly the warm-up (CHUNK = warmup_steps)
+    assert np.all(np.asarray(info_warm["improving"]) == 0.0)
+    for p, b in zip(jax.tree.leaves(eqx.filter(warm.policy, eqx.is_array)), jax.tree.leaves(eqx.filter(warm.behavior, eqx.is_array))):
+        np.testing.assert_array_equal(p, b)  # the behaviour flow follows the policy during the warm-up
+    improved, (info_imp, _) = run(warm, batch, jax.random.key(18))
+    assert np.all(np.asarray(info_imp["improving"]) == 1.0)
+    for b0, b1 in zip(jax.tree.leaves(eqx.filter(warm.behavior, eqx.is_array)), jax.tree.leaves(eqx.filter(improved.behavior, eqx.is_array))):
+        np.testing.assert_array_equal(b0, b1)  # ... and is frozen afterwards
+    moved = [
+        not np.array_equal(p, b)
+        for p, b in zip(jax.tree.leaves(eqx.filter(improved.policy, eqx.is_inexact_array)), jax.tree.leaves(eqx.filter(improved.behavior, eqx.is_inexact_array)))
+        if p.size > 1
+    ]
+    assert any(moved)
+
+
+@pytest.mark.parametrize("trained", ["qipo"], indirect=True)
+def test_qipo_support_rows_are_renewed_exactly_every_k_renew_updates(trained):
+    _, _, _, _, _, probes = trained
+    config = TINY["qipo"]
+    k, w = config.renew_every, config.pool_writes
+    support = np.concatenate(probes)  # [steps, P, M + 1, act_dim]; support[i] is the pool after update i
+    for step in range(1, support.shape[0]):
+        changed_rows = np.any(support[step] != support[step - 1], axis=(1, 2))
+        block = step % k
+        expected = np.zeros(config.pool_size, bool)
+        expected[block * w : (block + 1) * w] = True
+        np.testing.assert_array_equal(changed_rows, expected, err_msg=f"update {step}")
+    # the first block (rows written at multiples of K_renew) changes exactly at those updates
+    block0 = np.any(support[1:, :w] != support[:-1, :w], axis=(1, 2, 3))
+    np.testing.assert_array_equal(np.nonzero(block0)[0] + 1, np.arange(k, support.shape[0], k))
+    # the last column of every support set is the dataset action of its row's transition
+    assert np.all(np.abs(support[-1, :, -1, :]) < 1.0)
+
+
+def test_act_shapes_and_range(trained):
+    name, module, _, state, _, _ = trained
+    obs = 3.0 * jax.random.normal(jax.random.key(19), (7, OBS_DIM))
+    actions = eqx.filter_jit(module.act)(state, obs, key=jax.random.key(20))
+    assert actions.shape == (7, ACT_DIM)
+    assert np.all(np.isfinite(actions)) and np.all(np.abs(actions) <= 1.0)
+    if name != "iql":
+        picky = dataclasses.replace(state, config=dataclasses.replace(state.config, best_of_n=5))
+        chosen = module.act(picky, obs, key=jax.random.key(20))
+        assert chosen.shape == (7, ACT_DIM) and np.all(np.abs(chosen) <= 1.0)
+        # best-of-5 by Q never picks a worse action than a single draw from the same first candidates on average
+        q_one = min_q(state.critic.q, obs, module.act(state, obs, key=jax.random.key(21)))
+        q_best = min_q(state.critic.q, obs, chosen)
+        assert float(jnp.mean(q_best)) >= float(jnp.mean(q_one)) - 1e-6
+
+
+def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
+    config = dataclasses.replace(TINY["iql"], policy="deterministic", temperature=0.0)
+    state = iql.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(22))
+    loss0, _ = iql.actor_loss(state.policy, state.critic, batch.obs, batch.action, config)
+    mse0 = float(jnp.mean(jnp.sum((iql.act(state, batch.obs, key=jax.random.key(0)) - batch.action) ** 2, axis=-1)))
+    # with temperature 0 all weights are 1: the loss is the plain squared error
+    np.testing.assert_allclose(float(loss0), mse0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Errors at the boundary
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: iql.Config(expectile=1.5), "expectile must be in"),
+        (lambda: iql.Config(policy="beta"), "policy must be"),
+        (lambda: flowq.Config(beta=-1.0), "beta must be >= 0"),
+        (lambda: flowq.Config(gradient="both"), "gradient must be"),
+        (lambda: qipo.Config(pool_size=1000, renew_every=300), "pool_size must be a multiple of renew_every=300"),
+        (lambda: qipo.Config(critic="sarsa"), "critic must be"),
+    ],
+)
+def test_config_errors_say_what_was_expected(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_init_rejects_a_foreign_config():
+    with pytest.raises(TypeError, match="rl.agents.qipo.Config"):
+        qipo.init(flowq.Config(), obs_dim=3, act_dim=2, key=jax.random.key(0))
+
+
+def test_qipo_needs_enough_batch_rows_for_its_pool_writes():
+    config = dataclasses.replace(TINY["qipo"], pool_size=64, renew_every=1)
+    state = qipo.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="pool rows per update"):
+        qipo.update(state, make_batch(jax.random.key(1), n=8), key=jax.random.key(2))
