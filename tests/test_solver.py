@@ -213,6 +213,8 @@ def test_trajectory_is_the_euler_grid():
     np.testing.assert_allclose(traj[1:], traj[:-1] + h * traj[:-1] @ A.T, rtol=1e-6, atol=1e-6)
     # A larger step budget does not change the grid; diffrax's padding of the unused slots is cut off.
     np.testing.assert_array_equal(sample(model, key, 8, steps=5, max_steps=9, return_trajectory=True), traj)
+    # Integer times are accepted (and mean the same).
+    np.testing.assert_array_equal(sample(model, key, 8, steps=5, t0=0, t1=1, return_trajectory=True), traj)
 
 
 def test_trajectory_at_given_times(linear_case):
