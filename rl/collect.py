@@ -522,7 +522,8 @@ def write_dataset(
         dataset_id: Minari id, `namespace/env/name-vN`.
         episodes: the episodes, in order.
         env_id: Gymnasium id of the environment that produced them.
-        recipe: stored under the metadata key `rl_recipe` (must be JSON-serialisable).
+        recipe: stored under the metadata key `rl_recipe` (must be JSON-serialisable), with a
+            `summary` added (transitions, episodes, complete episodes and their mean return).
         force: replace an existing dataset with this id.
 
     Returns:
@@ -553,6 +554,7 @@ def write_dataset(
         )
         for ep in episodes
     ]
+    recipe = {**recipe, "summary": _summary(episodes, env_id)}
     json.dumps(recipe)  # fail before writing anything if it cannot be stored
     try:
         with warnings.catch_warnings():
@@ -754,7 +756,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
             raise SystemExit(f"The datasets {sources} are of {src_env}, not {env_id}.")
         recipe["sources"] = infos
     summary = _summary(episodes, env_id)
-    recipe["summary"] = summary
     path = write_dataset(dataset_id, episodes, env_id, recipe, force=args.force)
     elapsed = time.perf_counter() - start
     line = f"wrote {dataset_id} ({summary['num_transitions']} transitions, {summary['num_episodes']} episodes) to {path}"

@@ -65,7 +65,8 @@ def test_round_trip_matches_what_was_stepped(tiny_hopper):
     np.testing.assert_array_equal(np.asarray(t.terminal), ref["terminal"].astype(np.float32))
     assert ds.env_id == "rltest/HopperShort-v5"
     assert (ds.obs_dim, ds.act_dim) == (11, 3)
-    assert ds.recipe == {"recipe": "random", "seed": 3}
+    assert ds.recipe["recipe"] == "random" and ds.recipe["seed"] == 3
+    assert ds.recipe["summary"]["num_transitions"] == 300
     assert ds.dataset_id == dataset_id
     np.testing.assert_allclose(ds.episode_returns, [ep.rewards.sum() for ep in episodes])
     np.testing.assert_array_equal(ds.episode_lengths, [len(ep) for ep in episodes])
