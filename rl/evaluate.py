@@ -3,7 +3,8 @@
 Episodes run in a `gymnasium.vector.SyncVectorEnv` and the actions of all environments
 come from one batched, jitted call of the policy. Episode `k` (0-based) always starts from
 `env.reset(seed=seed + k)`, whatever the number of environments, so a deterministic policy
-gets the same returns with `num_envs=1` and `num_envs=10`.
+gets the same returns with `num_envs=1` and `num_envs=10` (up to the float32 rounding of the
+batched policy, which can differ with the batch size).
 """
 
 from __future__ import annotations
