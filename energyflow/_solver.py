@@ -357,14 +357,18 @@ def sample(
             raise ValueError(
                 f"return_trajectory as save times must be a non-empty 1-D array, got shape {save_ts.shape}"
             )
+        if not jnp.issubdtype(save_ts.dtype, jnp.floating):
+            save_ts = save_ts.astype(float)
         saveat = diffrax.SaveAt(ts=save_ts)
     if x0 is None:
         x0 = jax.random.normal(key, (n, dim))
 
     ys = _solve(_velocity, solver, stepping, t0, t1, x0, (model, context), saveat, adjoint).ys
+    if return_trajectory is False:
+        return ys[0]
     if return_trajectory is True:
         return ys[: stepping.steps + 1]  # with max_steps > steps, diffrax pads the unused step slots
-    return ys if return_trajectory is not False else ys[0]
+    return ys
 
 
 def log_prob(
