@@ -649,7 +649,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             parents=[common, stepping],
-            help=f"actions of a {name} behaviour policy (.npz, see docs/data.md)",
+            help=f"actions of {'an' if name == 'expert' else 'a'} {name} behaviour policy (.npz, see docs/data.md)",
         )
         p.add_argument("--policy", required=True, help="behaviour policy .npz file (its env_id is the default --env)")
         p.add_argument("--noise", type=float, default=0.0, help="std of Gaussian action noise, then clipped (default 0)")
