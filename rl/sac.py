@@ -192,8 +192,9 @@ def _optimizers(cfg: SACConfig) -> tuple[optax.GradientTransformation, ...]:
     return optax.adam(cfg.actor_lr), optax.adam(cfg.critic_lr), optax.adam(cfg.alpha_lr)
 
 
+@eqx.filter_jit
 def init_state(obs_dim: int, act_dim: int, cfg: SACConfig, *, key: PRNGKeyArray) -> SACState:
-    """Fresh networks, temperature and optimiser states.
+    """Fresh networks, temperature and optimiser states (one compiled call, not many small ones).
 
     Args:
         obs_dim: observation size.
