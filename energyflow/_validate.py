@@ -1,7 +1,6 @@
 """Checks at the public boundary: say what was expected and what arrived, before anything is compiled."""
 
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +66,7 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
-def check_energy(energy: Callable, points: jax.Array, context: jax.Array | None = None) -> None:
+def check_energy(energy: object, points: jax.Array, context: jax.Array | None = None) -> None:
     """Call `energy` on a few points: it must map one point to one finite scalar."""
     if not callable(energy):
         raise TypeError(f"energy must be a function of one point, E(x) -> scalar, got {_describe(energy)}")

@@ -18,21 +18,24 @@ import numpy as np
 import energyflow as ef
 from energyflow import toys
 
-METHODS = {
-    "plain (CFM)": dict(method="plain"),
-    "weighted (EFM)": dict(method="weighted"),
-    "guided, no weights": dict(method="guided", guided_weighted=False),
-    "guided, no weights, sigma_min=0.1": dict(method="guided", guided_weighted=False, scheduler=ef.CondOTScheduler(0.1)),
-    "guided, weights log Z_t": dict(method="guided", guided_weight_at="t"),
-    "guided, weights log Z_1 (default)": dict(method="guided"),
-    "guided, weights log Z_1, gradient at data": dict(method="guided", gradient="data"),
+METHODS = {  # key: (row label, fit options)
+    "plain": ("plain (CFM)", dict(method="plain")),
+    "efm": ("weighted (EFM), the default", dict(method="weighted")),
+    "guided-none": ("guided, no weights", dict(method="guided", guided_weighted=False)),
+    "guided-none-smin": (
+        "guided, no weights, sigma_min=0.1",
+        dict(method="guided", guided_weighted=False, scheduler=ef.CondOTScheduler(0.1)),
+    ),
+    "guided-zt": ("guided, weights log Z_t", dict(method="guided", guided_weight_at="t")),
+    "guided-z1": ("guided, weights log Z_1 (guided default)", dict(method="guided")),
+    "guided-z1-data": ("guided, weights log Z_1, gradient at data", dict(method="guided", gradient="data")),
 }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--betas", default="1,3,7", help="comma-separated inverse temperatures")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the rows")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}")
     parser.add_argument("--n-data", type=int, default=20_000)
     parser.add_argument("--n-samples", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
@@ -41,6 +44,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     betas = [float(b) for b in args.betas.split(",")]
     methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
 
     target = toys.EightGaussians()
     key = jax.random.key(args.seed)
@@ -51,19 +57,19 @@ def main(argv=None):
     for name in methods:
         for beta in betas:
             start = time.perf_counter()
-            model = ef.fit(data, target.energy, beta=beta, key=k_fit, progress=False, **METHODS[name])
+            model = ef.fit(data, target.energy, beta=beta, key=k_fit, progress=False, **METHODS[name][1])
             x = model.sample(k_draw, args.n_samples)
             frac = toys.mode_fractions(target.mode_of(x), 8)
             results[name, beta] = toys.total_variation(frac, target.target_weights(beta))
             fractions[name, beta] = frac
             times.append(time.perf_counter() - start)
-            print(f"  {name:<45} beta={beta:<4g} TV={results[name, beta]:.3f} ({times[-1]:.0f} s)", flush=True)
+            print(f"  {METHODS[name][0]:<45} beta={beta:<4g} TV={results[name, beta]:.3f} ({times[-1]:.0f} s)", flush=True)
 
     print()
     print("| method | " + " | ".join(f"TV at beta={b:g}" for b in betas) + " |")
     print("|---|" + "---|" * len(betas))
     for name in methods:
-        print(f"| {name} | " + " | ".join(f"{results[name, b]:.3f}" for b in betas) + " |")
+        print(f"| {METHODS[name][0]} | " + " | ".join(f"{results[name, b]:.3f}" for b in betas) + " |")
     print(f"\n{args.n_data} data points, {args.n_samples} samples, seed {args.seed}, fit defaults; "
           f"median fit+sample time {np.median(times):.0f} s")
 
@@ -79,7 +85,7 @@ def main(argv=None):
         ks = np.arange(8)
         ax.bar(ks, np.asarray(target.target_weights(beta)), width, label="exact q", color="black")
         for i, name in enumerate(methods, start=1):
-            ax.bar(ks + i * width, fractions[name, beta], width, label=name)
+            ax.bar(ks + i * width, fractions[name, beta], width, label=METHODS[name][0])
         ax.set_xlabel("mode k (energy -k/7)")
         ax.set_ylabel("fraction of samples")
         ax.set_title(f"8 gaussians, beta = {beta:g}")
