@@ -13,14 +13,14 @@ AGENTS: tuple[str, ...] = ("flowq", "qipo", "iql")
 """Names accepted by `get_agent` and by `python -m rl.train --agent`."""
 
 
-def get_agent(name: str) -> AgentModule | ModuleType:
+def get_agent(name: str) -> ModuleType:
     """The agent module called `name`.
 
     Args:
         name: one of `AGENTS` (`"flowq"`, `"qipo"`, `"iql"`).
 
     Returns:
-        The module, with `Config`, `init`, `update` and `act`.
+        The module, with `Config`, `init`, `update` and `act` (it satisfies `rl.agents.base.AgentModule`).
 
     Raises:
         ValueError: for a name that is not in `AGENTS`.
