@@ -1,0 +1,217 @@
+"""`python -m rl.train`: value parsing, dotted overrides and their errors, resume, exit codes, the demo dispatch, and a
+short run of every agent on a tiny Minari dataset through the command line.
+
+The CLI is called in-process (`rl.train.main(argv)`), so runs share the compiled programs of `tests/rl/test_trainer.py`
+when they use the same tiny configs.
+"""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import equinox as eqx
+import jax.numpy as jnp
+import pytest
+
+import rl.train as cli
+from rl import bandit, trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# the same tiny IQL run as tests/rl/test_trainer.py (width 32, batch 32, chunks of 10): compiled once per session
+TINY_IQL_ARGS = ["--agent.width=32", "--agent.depth=2", "--train.batch_size=32", "--train.updates_per_call=10"]
+
+
+# ----------------------------------------------------------------------------- parsing values
+
+
+@pytest.mark.parametrize(
+    "text, tp, expected",
+    [
+        ("3", float, 3.0),
+        ("1e-3", float, 1e-3),
+        ("1_000", int, 1000),
+        ("1e6", int, 1_000_000),
+        ("true", bool, True),
+        ("Off", bool, False),
+        ("none", float | None, None),
+        ("2.5", float | None, 2.5),
+        ("iql", Literal["softmax", "iql"], "iql"),
+        ("64,64", tuple[int, ...], (64, 64)),
+        ("(1, 2.5)", tuple[int, float], (1, 2.5)),
+        ("hello", str, "hello"),
+    ],
+)
+def test_parse_value(text, tp, expected):
+    value = cli.parse_value(text, tp)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "text, tp, match",
+    [
+        ("abc", float, "expected a number, got 'abc'"),
+        ("2.5", int, "expected an integer, got '2.5'"),
+        ("maybe", bool, "expected a boolean"),
+        ("max", Literal["softmax", "iql"], "expected one of softmax, iql"),
+        ("1,2,3", tuple[int, float], "expected 2 comma-separated values"),
+    ],
+)
+def test_parse_value_errors_say_what_was_expected(text, tp, match):
+    with pytest.raises(ValueError, match=match):
+        cli.parse_value(text, tp, "--agent.x")
+
+
+def test_apply_overrides_parses_with_the_field_type():
+    from rl.agents import qipo
+
+    config = cli.apply_overrides(qipo.Config(), {"beta": "5", "critic": "iql", "warmup_steps": "7"}, prefix="agent")
+    assert config.beta == 5.0 and config.critic == "iql" and config.warmup_steps == 7
+
+
+# ----------------------------------------------------------------------------- errors at the command line
+
+
+def run_cli(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_unknown_agent_key_is_an_error_listing_the_valid_keys(capsys):
+    code, err = run_cli(capsys, ["--agent", "flowq", "--agent.betta=3", "--steps", "10"])
+    assert code == 2
+    assert "unknown agent config key(s): --agent.betta" in err
+    # every valid key is listed, with its current value
+    from rl.agents import flowq
+
+    for field in dataclasses.fields(flowq.Config):
+        assert f"{field.name}=" in err
+    assert "beta=1.0" in err
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--agent", "iql", "--train.stepz=5"], "unknown train config key(s): --train.stepz"),
+        (["--agent", "iql", "--agent.temperature=hot"], "--agent.temperature: expected a number, got 'hot'"),
+        (["--agent", "iql", "--agent.temperature"], "--agent.temperature needs a value"),
+        (["--agent", "iql", "--frobnicate"], "unrecognised argument '--frobnicate'"),
+        (["--agent", "iql", "--seeds", "0,x"], "--seeds expects comma-separated integers"),
+        (["--agent", "iql", "--seeds", "1,1"], "seeds must be distinct"),
+        (["--agent", "iql", "--seed", "0", "--seeds", "0,1"], "not allowed with argument"),
+        (["--agent", "sac"], "invalid choice: 'sac'"),
+        (["--steps", "10"], "--agent is required"),
+        (["--agent", "iql", "--agent.width=0"], "width must be an int >= 1"),
+        (["--resume", "nowhere", "--agent", "iql"], "only --steps and --no-progress may be given"),
+        (["--resume", "nowhere"], "not a run directory"),
+    ],
+)
+def test_bad_command_lines_exit_with_a_message(capsys, argv, match):
+    code, err = run_cli(capsys, argv)
+    assert code == 2
+    assert match in err
+
+
+def test_print_config_shows_the_resolved_config(capsys):
+    argv = ["--agent", "qipo", "--agent.beta", "5", "--agent.critic=iql", "--seeds", "0,2", "--steps", "100"]
+    assert cli.main([*argv, "--print-config"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["agent"] == "qipo" and config["seeds"] == [0, 2] and config["dataset"] == "bandit"
+    assert config["agent_config"]["beta"] == 5.0 and config["agent_config"]["critic"] == "iql"
+    assert config["train"]["steps"] == 100
+
+
+def test_no_arguments_run_the_demo(monkeypatch):
+    called = {}
+    monkeypatch.setattr(cli, "run_demo", lambda **kwargs: called.setdefault("demo", kwargs))
+    assert cli.main([]) == 0
+    assert "demo" in called
+
+
+# ----------------------------------------------------------------------------- runs through the command line
+
+
+def test_train_then_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    base = ["--agent", "iql", "--steps", "20", "--run-dir", str(run_dir), "--no-progress", *TINY_IQL_ARGS]
+    assert cli.main([*base, "--agent.temperature=5"]) == 0
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["agent_config"]["temperature"] == 5.0 and saved["train"]["steps"] == 20
+    assert "run directory" in capsys.readouterr().out
+    # the same run directory again is refused
+    code, err = run_cli(capsys, base)
+    assert code == 2 and "already holds a run" in err
+    assert cli.main(["--resume", str(run_dir), "--steps", "30", "--no-progress"]) == 0
+    assert "(step 30)" in capsys.readouterr().out
+    rows = (run_dir / "seed_0" / "train.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["10", "20", "30"]
+
+
+def test_a_diverged_run_exits_non_zero(tmp_path, capsys, monkeypatch):
+    data = bandit.make_dataset()
+    poisoned = dataclasses.replace(
+        data, transitions=eqx.tree_at(lambda t: t.reward, data.transitions, jnp.full_like(data.transitions.reward, jnp.inf))
+    )
+    monkeypatch.setattr(trainer, "_load_dataset", lambda name: poisoned)
+    argv = ["--agent", "iql", "--steps", "20", "--run-dir", str(tmp_path / "run"), "--no-progress", *TINY_IQL_ARGS]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "training diverged at step 1 (seed 0)" in err and "q_loss = " in err
+
+
+def test_demo_prints_a_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "DEMO_METHODS", (("IQL", "iql", {}),))
+    monkeypatch.setattr(cli, "_DEMO_SIZES", {"width": "32", "depth": "2"})
+    rows = cli.run_demo(steps=30, run_dir=tmp_path / "demo", progress=False)
+    out = capsys.readouterr().out
+    assert "mean reward" in out and "on best mode" in out
+    assert [r["method"] for r in rows] == ["behaviour data", "IQL"]
+    assert rows[0]["best_mode_fraction"] == pytest.approx(1 / 8, abs=0.02)
+    assert (tmp_path / "demo" / "iql" / "config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent", ["iql", "flowq", "qipo"])
+def test_every_agent_on_a_tiny_minari_dataset(tmp_path, capsys, tiny_hopper, agent):
+    """A short run from the command line on a Minari dataset, evaluated in its Gymnasium environment."""
+    dataset_id, _ = tiny_hopper
+    sizes = {
+        "iql": ["--agent.width=32"],
+        "flowq": ["--agent.policy_width=32", "--agent.critic_width=32", "--agent.sample_steps=3"],
+        "qipo": [
+            "--agent.policy_width=32",
+            "--agent.critic_width=32",
+            "--agent.warmup_steps=10",
+            "--agent.renew_every=5",
+            "--agent.pool_size=20",
+            "--agent.support_size=4",
+            "--agent.critic_candidates=4",
+            "--agent.policy_batch=8",
+            "--agent.support_steps=3",
+            "--agent.sample_steps=3",
+        ],
+    }[agent]
+    run_dir = tmp_path / "run"
+    argv = ["--agent", agent, "--dataset", dataset_id, "--seeds", "0,1", "--steps", "20", "--eval-every", "10"]
+    argv += ["--eval-episodes", "2", "--run-dir", str(run_dir), "--no-progress", "--train.batch_size=16", *sizes]
+    argv += ["--train.updates_per_call=10"]
+    assert cli.main(argv) == 0
+    for seed in (0, 1):
+        rows = (run_dir / f"seed_{seed}" / "eval.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        assert header[:3] == ["step", "return_mean", "return_std"]
+        assert [r.split(",")[0] for r in rows[1:]] == ["10", "20"]
+    assert "seed 1: return_mean" in capsys.readouterr().out
+
+
+def test_module_entry_point_runs(tmp_path):
+    """`python -m rl.train --help` works as a module (a fresh process: the entry point, not main())."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl.train", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--agent.FIELD=VALUE" in proc.stdout and "--resume" in proc.stdout
