@@ -10,7 +10,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, ScalarLike
 
 from ._paths import AffineProbPath, Energy, GuidedGaussianPath, PathSample, call_energy
 
@@ -64,7 +64,7 @@ def group_softmax(logits: Float[Array, " n"], group_size: int | None = None) -> 
 
 
 def energy_weights(
-    energies: Float[Array, " n"], beta: float | Float[Array, ""], group_size: int | None = None
+    energies: Float[Array, " n"], beta: ScalarLike, group_size: int | None = None
 ) -> Float[Array, " n"]:
     """The self-normalised EFM weights `g_i = softmax_i(-beta E(x1_i))` (log-sum-exp, so no overflow).
 
@@ -107,7 +107,7 @@ def energy_weighted_loss(
     x1: Float[Array, "n dim"],
     energy: Energy | Float[Array, " n"],
     *,
-    beta: float | Float[Array, ""],
+    beta: ScalarLike,
     key: PRNGKeyArray | None = None,
     context: Float[Array, "n ctx"] | None = None,
     group_size: int | None = None,

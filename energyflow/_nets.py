@@ -5,7 +5,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, ScalarLike
 
 
 class SinusoidalTimeEmbedding(eqx.Module):
@@ -18,7 +18,7 @@ class SinusoidalTimeEmbedding(eqx.Module):
             raise ValueError(f"time embedding dim must be an even number >= 2, got {dim}")
         self.frequencies = jnp.exp(jnp.linspace(0.0, math.log(max_frequency), dim // 2))
 
-    def __call__(self, t: Float[ArrayLike, ""]) -> Float[Array, " dim"]:
+    def __call__(self, t: ScalarLike) -> Float[Array, " dim"]:
         angles = 2.0 * jnp.pi * jnp.asarray(t) * jax.lax.stop_gradient(self.frequencies)
         return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)])
 
@@ -67,7 +67,7 @@ class MLPVelocity(eqx.Module):
     def __call__(
         self,
         x: Float[Array, " dim"],
-        t: Float[ArrayLike, ""],
+        t: ScalarLike,
         context: Float[Array, " ctx"] | None = None,
     ) -> Float[Array, " dim"]:
         parts = [x, self.embed(t)]
@@ -75,4 +75,9 @@ class MLPVelocity(eqx.Module):
             if context is None:
                 raise ValueError(f"this model expects a context of size {self.context_dim}, got None")
             parts.append(context)
+        elif context is not None:
+            raise ValueError(
+                f"this model was built without a context (context_dim=0) but was given one of shape {context.shape}; "
+                "build it with MLPVelocity(dim, context_dim=...)"
+            )
         return self.mlp(jnp.concatenate(parts))

@@ -9,7 +9,7 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, Float, ScalarLike
 
 from ._schedulers import AbstractScheduler, CondOTScheduler
 
@@ -38,7 +38,7 @@ class AffineProbPath(eqx.Module):
 
     scheduler: AbstractScheduler = CondOTScheduler()
 
-    def sample(self, x0: Float[Array, "dim"], x1: Float[Array, "dim"], t: Float[ArrayLike, ""]) -> PathSample:
+    def sample(self, x0: Float[Array, "dim"], x1: Float[Array, "dim"], t: ScalarLike) -> PathSample:
         """Return `x_t` and the conditional velocity `u_t = alpha'_t x1 + sigma'_t x0`."""
         t = jnp.asarray(t, dtype=x1.dtype)
         s = self.scheduler(t)
@@ -67,7 +67,7 @@ class GuidedGaussianPath(eqx.Module):
     """
 
     scheduler: AbstractScheduler = CondOTScheduler()
-    beta: float | Float[Array, ""] = 1.0
+    beta: ScalarLike = 1.0
     schedule: LambdaSchedule = eqx.field(default="linear", static=True)
     gradient: Literal["mean", "data"] = eqx.field(default="mean", static=True)
 
@@ -79,7 +79,7 @@ class GuidedGaussianPath(eqx.Module):
         if isinstance(self.beta, (int, float)) and self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta!r}")
 
-    def lambda_t(self, t: Float[ArrayLike, ""]) -> Float[Array, ""]:
+    def lambda_t(self, t: ScalarLike) -> Float[Array, ""]:
         """The guidance strength at time `t`."""
         t = jnp.asarray(t)
         if self.schedule == "linear":
@@ -107,7 +107,7 @@ class GuidedGaussianPath(eqx.Module):
         self,
         x0: Float[Array, "dim"],
         x1: Float[Array, "dim"],
-        t: Float[ArrayLike, ""],
+        t: ScalarLike,
         energy: Energy,
         context: Float[Array, "ctx"] | None = None,
     ) -> PathSample:
@@ -120,7 +120,7 @@ class GuidedGaussianPath(eqx.Module):
     def mean(
         self,
         x1: Float[Array, "dim"],
-        t: Float[ArrayLike, ""],
+        t: ScalarLike,
         energy: Energy,
         context: Float[Array, "ctx"] | None = None,
     ) -> Float[Array, "dim"]:
@@ -133,7 +133,7 @@ class GuidedGaussianPath(eqx.Module):
     def log_normalizer(
         self,
         x1: Float[Array, "dim"],
-        t: Float[ArrayLike, ""],
+        t: ScalarLike,
         energy: Energy,
         context: Float[Array, "ctx"] | None = None,
     ) -> Float[Array, ""]:

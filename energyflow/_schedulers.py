@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, Float, ScalarLike
 
 
 class SchedulerOutput(NamedTuple):
@@ -21,7 +21,7 @@ class AbstractScheduler(eqx.Module):
     """A schedule `(alpha_t, sigma_t)` with `alpha_1 = 1` (data) and `sigma_0 = 1` (noise)."""
 
     @abc.abstractmethod
-    def __call__(self, t: Float[ArrayLike, ""]) -> SchedulerOutput:
+    def __call__(self, t: ScalarLike) -> SchedulerOutput:
         """Return `alpha_t, sigma_t` and their derivatives in `t` at a scalar time."""
         raise NotImplementedError
 
@@ -38,7 +38,7 @@ class CondOTScheduler(AbstractScheduler):
         if not 0.0 <= self.sigma_min < 1.0:
             raise ValueError(f"sigma_min must be in [0, 1), got {self.sigma_min!r}")
 
-    def __call__(self, t: Float[ArrayLike, ""]) -> SchedulerOutput:
+    def __call__(self, t: ScalarLike) -> SchedulerOutput:
         t = jnp.asarray(t)
         one = jnp.ones_like(t)
         return SchedulerOutput(
@@ -52,7 +52,7 @@ class CondOTScheduler(AbstractScheduler):
 class CosineScheduler(AbstractScheduler):
     """Cosine schedule: `alpha_t = sin(pi t / 2)`, `sigma_t = cos(pi t / 2)`."""
 
-    def __call__(self, t: Float[ArrayLike, ""]) -> SchedulerOutput:
+    def __call__(self, t: ScalarLike) -> SchedulerOutput:
         t = jnp.asarray(t)
         half_pi = 0.5 * jnp.pi
         return SchedulerOutput(
@@ -82,7 +82,7 @@ class VPScheduler(AbstractScheduler):
                 f"got beta_min={self.beta_min!r}, beta_max={self.beta_max!r}"
             )
 
-    def __call__(self, t: Float[ArrayLike, ""]) -> SchedulerOutput:
+    def __call__(self, t: ScalarLike) -> SchedulerOutput:
         t = jnp.asarray(t)
         s = 1.0 - t
         big_t = self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s**2
