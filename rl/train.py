@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 import time
@@ -372,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     seeds = _parse_seeds(args.seeds, parser) if args.seeds is not None else (args.seed if args.seed is not None else 0,)
     dataset = args.dataset if args.dataset is not None else "bandit"
+    if os.path.isdir(dataset):  # a dataset directory: save its absolute path, so resume works from anywhere
+        dataset = os.path.abspath(dataset)
     try:
         config = RunConfig(agent=args.agent, dataset=dataset, seeds=seeds, agent_config=agent_config, train=train_config)
     except (ValueError, TypeError) as e:

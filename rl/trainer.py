@@ -101,7 +101,7 @@ class TrainConfig:
     updates_per_call: int = 1_000
     # evaluate every this many updates, and always at the end (0: only at the end)
     eval_every: int = 10_000
-    # episodes per evaluation in Gymnasium (0: no evaluation at all)
+    # episodes per evaluation in Gymnasium (0: no evaluation at all, on any dataset)
     eval_episodes: int = 10
     # policy samples per evaluation on the built-in bandit
     eval_samples: int = 2_048
@@ -574,6 +574,8 @@ class _Policy(eqx.Module):
 def _make_evaluator(
     dataset: OfflineDataset, train_cfg: TrainConfig
 ) -> Callable[[_Policy, int], dict[str, float]] | None:
+    if train_cfg.eval_episodes == 0:
+        return None
     if bandit.is_bandit(dataset):
         recipe = {k: v for k, v in dataset.recipe.items() if k != "builtin"}
         task = bandit.BanditTask(**recipe)
@@ -584,8 +586,6 @@ def _make_evaluator(
             return {"score": out["mean_reward"], **out}
 
         return score_bandit
-    if train_cfg.eval_episodes == 0:
-        return None
     if dataset.env_id is None:
         warnings.warn(f"dataset {dataset.dataset_id} names no environment: the run is not evaluated.")
         return None

@@ -1,0 +1,155 @@
+"""Training speed of IQL, FlowQ and QIPO, and how it depends on the number of flow sampling steps.
+
+Every number is one update of the trainer's own compiled chunk (`rl.trainer.make_chunk_fn`: batches drawn inside
+`jit`, `lax.scan` over the updates) on one seed, at the agents' default sizes (batch 256, HalfCheetah's 17-D
+observations and 6-D actions, random data: speed does not depend on the values). Compilation (the first chunk) is
+reported apart. Programs that are compared are timed in alternation, one right after the other, so that a busier
+moment of a shared machine falls on all of them; the table gives the best time of each (the least disturbed).
+
+Sections:
+
+1. Updates per second of each agent, and compile time.
+2. FlowQ's claim: its update never runs the sampler, so its time does not depend on the number of sampling steps
+   (`sample_steps` 10 vs 50, ratio expected <= 1.05). Evaluation-time sampling (`act` on 256 states) does grow with
+   the steps; it is shown beside for contrast.
+3. QIPO: drawing support sets costs ODE solves inside the update, so its time grows with `support_steps` (10 vs 50).
+   Renewal amortises it: each update renews only `pool_size / renew_every` rows of the support pool, so at a fixed
+   pool the sampling cost per update falls as `1 / renew_every` (shown for renew_every = 250, 1000, 4000).
+
+    python benchmarks/updates.py              # a few minutes on 2 CPU cores (mostly compilation)
+    python benchmarks/updates.py --updates 50 --rounds 5
+"""
+
+import argparse
+import dataclasses
+import os
+import platform
+import time
+
+import equinox as eqx
+import jax
+
+from rl import trainer
+from rl.agents import get_agent
+
+from seeds import synthetic_dataset  # noqa: E402  (benchmarks/ is the script's directory)
+
+OBS_DIM, ACT_DIM, BATCH = 17, 6, 256
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - start
+
+
+class Case:
+    """One agent config on one seed: its compiled chunk, its carry, and its timings."""
+
+    def __init__(self, name: str, config, data, updates: int):
+        self.agent = get_agent(name)
+        self.config = config
+        self.data = data
+        self.updates = updates
+        self.chunk = trainer.make_chunk_fn(self.agent, batch_size=BATCH)
+        self.carry = trainer.init_carry(self.agent, config, (0,), obs_dim=OBS_DIM, act_dim=ACT_DIM)
+        self.carry, self.compile_s = timed(self._run, self.carry)
+        self.times: list[float] = []
+
+    def _run(self, carry):
+        return self.chunk(carry, self.data, self.updates)[0]
+
+    def step(self) -> None:
+        self.carry, dt = timed(self._run, self.carry)
+        self.times.append(dt / self.updates)
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+
+def alternate(cases: list[Case], rounds: int) -> None:
+    for _ in range(rounds):
+        for case in cases:
+            case.step()
+
+
+def act_time(case: Case, steps: int, rounds: int) -> float:
+    """Best time of one `act` on 256 states with `sample_steps = steps` (the evaluation-time sampler)."""
+    state = trainer.seed_state(case.carry.agent, 0)
+    state = dataclasses.replace(state, config=dataclasses.replace(state.config, sample_steps=steps))
+    act = eqx.filter_jit(case.agent.act)
+    obs = case.data.obs[:256]
+    key = jax.random.key(0)
+    jax.block_until_ready(act(state, obs, key=key))
+    best = float("inf")
+    for _ in range(rounds):
+        _, dt = timed(lambda: act(state, obs, key=key))
+        best = min(best, dt)
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--updates", type=int, default=20, help="updates per timed chunk (default 20)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations (default 5)")
+    args = parser.parse_args(argv)
+    data = synthetic_dataset(OBS_DIM, ACT_DIM, 100_000)
+    print(
+        f"batch {BATCH}, obs {OBS_DIM}, actions {ACT_DIM}, {args.updates} updates per chunk, best of {args.rounds}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "
+        f"{jax.default_backend()}, load average {os.getloadavg()[0]:.1f} at start"
+    )
+
+    def ms(seconds: float) -> str:
+        return f"{1e3 * seconds:8.2f}"
+
+    # 1. the three agents at their defaults
+    cases = {name: Case(name, get_agent(name).Config(), data, args.updates) for name in ("iql", "flowq", "qipo")}
+    alternate(list(cases.values()), args.rounds)
+    print("\n1. default configs")
+    print(f"{'agent':<8} {'ms/update':>9} {'updates/s':>10} {'compile s':>10}")
+    for name, case in cases.items():
+        print(f"{name:<8} {ms(case.best):>9} {1 / case.best:>10.0f} {case.compile_s:>10.1f}")
+
+    # 2. FlowQ: training cost against the number of sampling steps
+    flowq_cfg = get_agent("flowq").Config()
+    f10 = cases["flowq"]
+    f50 = Case("flowq", dataclasses.replace(flowq_cfg, sample_steps=50), data, args.updates)
+    f10.times.clear()
+    alternate([f10, f50], args.rounds)
+    a10, a50 = act_time(f10, 10, args.rounds), act_time(f10, 50, args.rounds)
+    print("\n2. FlowQ: update time against sampling steps (the update never samples)")
+    print(f"{'sample_steps':>12} {'ms/update':>9} {'act on 256 states ms':>21}")
+    print(f"{10:>12} {ms(f10.best):>9} {ms(a10):>21}")
+    print(f"{50:>12} {ms(f50.best):>9} {ms(a50):>21}")
+    print(f"{'ratio 50/10':>12} {f50.best / f10.best:>9.3f} {a50 / a10:>21.2f}")
+
+    # 3. QIPO: support-set sampling grows with the ODE steps; renewal amortises it
+    qipo_cfg = get_agent("qipo").Config()
+    q10 = cases["qipo"]
+    q50 = Case("qipo", dataclasses.replace(qipo_cfg, support_steps=50), data, args.updates)
+    renewals = {1000: q10}
+    for every in (250, 4000):
+        renewals[every] = Case("qipo", dataclasses.replace(qipo_cfg, renew_every=every), data, args.updates)
+    q10.times.clear()
+    alternate([q10, q50, renewals[250], renewals[4000]], args.rounds)
+    print("\n3. QIPO: update time against support-set ODE steps and renewal period "
+          f"(pool {qipo_cfg.pool_size} rows, M = {qipo_cfg.support_size} support + "
+          f"{qipo_cfg.critic_candidates} critic candidates per renewed row)")
+    print(f"{'support_steps':>13} {'renew_every':>11} {'rows renewed/update':>19} {'ms/update':>9} {'compile s':>10}")
+    for steps, every, case in ((10, 250, renewals[250]), (10, 1000, q10), (10, 4000, renewals[4000]), (50, 1000, q50)):
+        rows = qipo_cfg.pool_size // every
+        print(f"{steps:>13} {every:>11} {rows:>19} {ms(case.best):>9} {case.compile_s:>10.1f}")
+    print(f"ratio support_steps 50/10 at renew_every 1000: {q50.best / q10.best:.2f}")
+    per_row = (renewals[250].best - renewals[4000].best) / (qipo_cfg.pool_size // 250 - qipo_cfg.pool_size // 4000)
+    print(
+        f"sampling cost per renewed row (10 steps): {1e3 * per_row:.3f} ms, so about "
+        f"{1e3 * per_row * qipo_cfg.pool_size / qipo_cfg.renew_every:.2f} ms of each update at the default renewal"
+    )
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
