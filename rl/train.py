@@ -248,6 +248,11 @@ def run_demo(
         config = RunConfig(agent=agent, dataset=bandit.DATASET_ID, seeds=(seed,), agent_config=agent_config, train=train_config)
         slug = label.lower().replace(" ", "-")
         print(f"--- {label} ({agent}{''.join(f', {k}={v}' for k, v in overrides.items())})")
+        if agent == "qipo":
+            print(
+                f"    updates 1-{agent_config.warmup_steps}: behaviour warm-up (plain CFM); then policy improvement, "
+                f"every support set re-drawn every {agent_config.renew_every} updates"
+            )
         start = time.perf_counter()
         result = train(config, run_dir / slug, dataset=dataset)
         final = result.final_eval(seed) or {}

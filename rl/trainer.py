@@ -767,7 +767,8 @@ def _run(config: RunConfig, run_dir: Path, dataset: OfflineDataset | None, *, re
             row = {"step": at, **metrics}
             logs[s].log_eval(row)
             evals[s].append(row)
-            say(f"[{config.agent} seed {s}] step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            shown = {k: v for k, v in metrics.items() if k != "score"}  # "score" repeats the headline metric
+            say(f"[{config.agent} seed {s}] step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
     try:
         while step < tc.steps:
