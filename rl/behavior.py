@@ -17,10 +17,13 @@ The action for an observation `obs`:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["BehaviorPolicy", "load_behavior_policy", "save_behavior_policy"]
@@ -73,22 +76,23 @@ class BehaviorPolicy:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions for a batch (or a single) observation.
 
+        The normalisation runs in numpy (float64, as the format says); the layers run in one
+        jitted XLA call. (numpy's BLAS spreads small matrix products over threads, which on a
+        busy machine made a 256-unit policy 40x slower per step than XLA.)
+
         Args:
             obs: observations `[n, obs_dim]` or `[obs_dim]`.
 
         Returns:
             Actions `[n, act_dim]` (or `[act_dim]`) in `[-1, 1]`, float32.
         """
-        obs = np.asarray(obs)
-        single = obs.ndim == 1
-        batch = obs[None, :] if single else obs
-        if batch.ndim != 2 or batch.shape[1] != self.obs_dim:
-            raise ValueError(
-                f"BehaviorPolicy for {self.env_id} expects observations of shape "
-                f"[n, {self.obs_dim}] or [{self.obs_dim}], got shape {obs.shape}."
-            )
-        x = (batch.astype(np.float64) - self.obs_mean) / self.obs_std
-        h = np.clip(x, -self.obs_clip, self.obs_clip).astype(np.float32)
+        batch, single = self._normalise(obs)
+        a = np.asarray(_layers(self._device_params, jnp.asarray(batch), self.hidden_activation, self.output_squash))
+        return a[0] if single else a
+
+    def numpy_actions(self, obs: np.ndarray) -> np.ndarray:
+        """The same actions computed in numpy alone (the reference for the format)."""
+        h, single = self._normalise(obs)
         act = np.tanh if self.hidden_activation == "tanh" else _relu
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
@@ -99,9 +103,38 @@ class BehaviorPolicy:
         a = a.astype(np.float32)
         return a[0] if single else a
 
+    def _normalise(self, obs: np.ndarray) -> tuple[np.ndarray, bool]:
+        obs = np.asarray(obs)
+        single = obs.ndim == 1
+        batch = obs[None, :] if single else obs
+        if batch.ndim != 2 or batch.shape[1] != self.obs_dim:
+            raise ValueError(
+                f"BehaviorPolicy for {self.env_id} expects observations of shape "
+                f"[n, {self.obs_dim}] or [{self.obs_dim}], got shape {obs.shape}."
+            )
+        x = (batch.astype(np.float64) - self.obs_mean) / self.obs_std
+        return np.clip(x, -self.obs_clip, self.obs_clip).astype(np.float32), single
+
+    @functools.cached_property
+    def _device_params(self) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+        return tuple(jnp.asarray(w) for w in self.weights), tuple(jnp.asarray(b) for b in self.biases)
+
 
 def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "squash"))
+def _layers(
+    params: tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]], h: jax.Array, activation: str, squash: str
+) -> jax.Array:
+    weights, biases = params
+    act = jnp.tanh if activation == "tanh" else jax.nn.relu
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = h @ w + b[None, :]
+        if i < len(weights) - 1:
+            h = act(h)
+    return jnp.tanh(h) if squash == "tanh" else jnp.clip(h, -1.0, 1.0)
 
 
 def _string(z: np.lib.npyio.NpzFile, key: str, path: str) -> str:
