@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rl.behavior import BehaviorPolicy, load_behavior_policy
-from rl.data import REF_SCORES, env_short_name, normalized_score, ref_scores_for, resolve_dataset_path
+from rl.data import env_short_name, normalized_score, ref_scores_for, resolve_dataset_path
 from rl.evaluate import make_env
 
 __all__ = [
