@@ -33,10 +33,6 @@ SCRIPT = textwrap.dedent(
     from rl.trainer import RunConfig, TrainConfig
 
     assert len(jax.devices()) == 4, jax.devices()
-    # a persistent compilation cache, so that lowering the chunk again below to read its HLO reuses the compiled run
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     data = bandit.make_dataset(bandit.BanditTask(num_transitions=512))
     configs = {
         "flowq": flowq.Config(policy_width=32, policy_depth=2, critic_width=32, critic_depth=2, sample_steps=3),
