@@ -147,18 +147,21 @@ def fit(
         batch_size: points per step; EFM's weights are normalised within a batch, so larger batches mean less
             bias at large `beta`.
         learning_rate: peak Adam learning rate (cosine decay to 10% of it).
-        width, depth: the default `MLPVelocity`'s size; ignored when `model` is given.
+        width: the default `MLPVelocity`'s hidden width; ignored when `model` is given.
+        depth: the default `MLPVelocity`'s number of hidden layers; ignored when `model` is given.
         model: your own velocity network, called as `model(z, t, None)` on standardised data `z`.
         scheduler: the affine schedule; default `CondOTScheduler()`.
         guided_weighted: with `"guided"`, weight examples by the guided path's normalisers `softmax(log Z_t)`
             (without them the path's end is `p`, not `q`; see the docs' comparison).
         guided_weight_at: `"endpoint"` (weights `softmax(log Z_1)`, constant in time: the flow ends at `q`) or `"t"`
             (`softmax(log Z_t)` at each example's time, normalised among examples that share one `t`).
-        lambda_schedule, gradient: options of `GuidedGaussianPath` for `"guided"`.
+        lambda_schedule: `GuidedGaussianPath`'s `schedule` for `"guided"` (`lambda_t = beta t` by default).
+        gradient: `GuidedGaussianPath`'s `gradient` for `"guided"`: at the conditional mean or at the data.
         guided_group_size: with `guided_weight_at="t"`, examples come in groups of this size that share one time `t`,
             and the weights are normalised within each group.
         standardize: train on `(x - mean) / std` of the data (the energy is still called on `x`).
-        solver, sample_steps: defaults for the returned model's `sample` and `log_prob`.
+        solver: the default ODE solver of the returned model's `sample` and `log_prob`.
+        sample_steps: the default number of solver steps of the returned model.
         log_every: steps per jitted chunk, and per progress-bar update.
         progress: show a progress bar.
 
