@@ -68,7 +68,8 @@ def parse_value(text: str, tp: Any, where: str = "value") -> Any:
         raise ValueError(f"{where}: expected {_describe(tp)}, got {text!r}.")
     if origin is typing.Literal:
         for option in args:
-            if str(option) == stripped or (isinstance(option, bool) and stripped.lower() in (_TRUE if option else _FALSE)):
+            as_bool = isinstance(option, bool) and stripped.lower() in (_TRUE if option else _FALSE)
+            if str(option) == stripped or as_bool:
                 return option
         raise ValueError(f"{where}: expected one of {', '.join(map(str, args))}, got {text!r}.")
     if origin in (tuple, list):
@@ -245,7 +246,9 @@ def run_demo(
             checkpoint_every=0,
             progress=progress,
         )
-        config = RunConfig(agent=agent, dataset=bandit.DATASET_ID, seeds=(seed,), agent_config=agent_config, train=train_config)
+        config = RunConfig(
+            agent=agent, dataset=bandit.DATASET_ID, seeds=(seed,), agent_config=agent_config, train=train_config
+        )
         slug = label.lower().replace(" ", "-")
         print(f"--- {label} ({agent}{''.join(f', {k}={v}' for k, v in overrides.items())})")
         if agent == "qipo":
@@ -324,7 +327,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = _split_overrides(extras, parser)
     import json
 
-    from rl.trainer import DivergenceError, RunConfig, TrainConfig, load_run_config, resume, train
+    from rl.trainer import (
+        DivergenceError,
+        RunConfig,
+        TrainConfig,
+        load_named_dataset,
+        load_run_config,
+        make_mesh,
+        resume,
+        train,
+    )
 
     if args.demo:
         run_demo(progress=not args.no_progress, run_dir=args.run_dir)
@@ -333,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.resume is not None:
         given = [
             name
-            for name in ("agent", "dataset", "seed", "seeds", "eval_every", "eval_episodes", "checkpoint_every", "run_dir")
+            for name in (
+                "agent", "dataset", "seed", "seeds", "eval_every", "eval_episodes", "checkpoint_every", "run_dir"
+            )
             if getattr(args, name) is not None
         ]
         if given or overrides["agent"] or overrides["train"]:
@@ -352,7 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(config.to_dict(), indent=2))
             return 0
         try:
-            result = resume(args.resume, steps=args.steps, progress=False if args.no_progress else None)
+            dataset = load_named_dataset(config.dataset)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"cannot load the run's dataset {config.dataset!r}: {e}")
+        try:
+            progress = False if args.no_progress else None
+            result = resume(args.resume, steps=args.steps, dataset=dataset, progress=progress)
+        except (FileNotFoundError, RuntimeError, ValueError) as e:
+            parser.error(str(e))
         except DivergenceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -381,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.path.isdir(dataset):  # a dataset directory: save its absolute path, so resume works from anywhere
         dataset = os.path.abspath(dataset)
     try:
-        config = RunConfig(agent=args.agent, dataset=dataset, seeds=seeds, agent_config=agent_config, train=train_config)
+        config = RunConfig(
+            agent=args.agent, dataset=dataset, seeds=seeds, agent_config=agent_config, train=train_config
+        )
     except (ValueError, TypeError) as e:
         parser.error(str(e))
     if args.print_config:
@@ -389,7 +412,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     run_dir = Path(args.run_dir) if args.run_dir is not None else _default_run_dir(args.agent, dataset)
     try:
-        result = train(config, run_dir)
+        if train_config.data_parallel:
+            make_mesh(train_config.batch_size)  # the batch must split over the devices
+        data = load_named_dataset(dataset)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    try:
+        result = train(config, run_dir, dataset=data)
     except FileExistsError as e:
         parser.error(str(e))
     except DivergenceError as e:

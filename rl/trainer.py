@@ -67,6 +67,7 @@ __all__ = [
     "config_to_dict",
     "init_carry",
     "load_checkpoint",
+    "load_named_dataset",
     "load_run_config",
     "make_chunk_fn",
     "make_mesh",
@@ -179,7 +180,9 @@ class RunConfig:
         if set(data) != expected:
             raise ValueError(f"a run config needs exactly the keys {sorted(expected)}, got {sorted(data)}.")
         if data["version"] != _CONFIG_VERSION:
-            raise ValueError(f"run config version {data['version']!r} is not {_CONFIG_VERSION} (made by another release).")
+            raise ValueError(
+                f"run config version {data['version']!r} is not {_CONFIG_VERSION} (made by another release)."
+            )
         agent = data["agent"]
         if agent not in AGENTS:
             raise ValueError(f"Unknown agent {agent!r} in run config; expected one of {', '.join(AGENTS)}.")
@@ -615,7 +618,8 @@ def _make_evaluator(
 # ----------------------------------------------------------------------------- the loop
 
 
-def _load_dataset(name: str) -> OfflineDataset:
+def load_named_dataset(name: str) -> OfflineDataset:
+    """The dataset a run names: the built-in bandit for `"bandit"`, else `rl.data.load_dataset(name)`."""
     if bandit.is_bandit(name):
         return bandit.make_dataset()
     from rl.data import load_dataset
@@ -669,7 +673,9 @@ def train(
         raise TypeError(f"config must be a RunConfig, got {type(config).__name__}.")
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_FILE).exists():
-        raise FileExistsError(f"{run_dir} already holds a run; resume it (--resume {run_dir}) or choose another run dir.")
+        raise FileExistsError(
+            f"{run_dir} already holds a run; resume it (--resume {run_dir}) or choose another run directory."
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
     return _run(config, run_dir, dataset, resume=False)
@@ -696,7 +702,9 @@ def resume(
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     if not (run_dir / CHECKPOINT_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from (the run stopped before its first).")
+        raise FileNotFoundError(
+            f"{run_dir} has no {CHECKPOINT_FILE} to resume from (the run stopped before its first checkpoint)."
+        )
     changes: dict[str, Any] = {}
     if steps is not None:
         changes["steps"] = steps
@@ -713,7 +721,7 @@ def _run(config: RunConfig, run_dir: Path, dataset: OfflineDataset | None, *, re
 
     tc = config.train
     agent = get_agent(config.agent)
-    dataset = _load_dataset(config.dataset) if dataset is None else dataset
+    dataset = load_named_dataset(config.dataset) if dataset is None else dataset
     _check_dataset(dataset)
     mesh = make_mesh(tc.batch_size) if tc.data_parallel else None
     seeds = config.seeds

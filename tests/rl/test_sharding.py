@@ -10,7 +10,8 @@ and the compiled chunk must contain the all-reduce (so the batch really was spli
 The agent is FlowQ (a forward-mode derivative of the guided path inside the loss, the IQL critic beside it). The
 loop's sharding does not depend on the agent; the script takes agent names, and QIPO (support sets drawn by ODE
 inside the update, a pool written at dynamic offsets from the sharded batch, `lax.cond` phases) passes the same
-checks (largest parameter difference 6e-8; FlowQ's is 1e-6) but compiles three times longer, so the suite runs FlowQ only.
+checks (largest parameter difference 6e-8; FlowQ's is 1e-6) but compiles three times longer, so the suite runs
+FlowQ only.
 """
 
 import json

@@ -108,6 +108,7 @@ def test_unknown_agent_key_is_an_error_listing_the_valid_keys(capsys):
         (["--agent", "iql", "--agent.width=0"], "width must be an int >= 1"),
         (["--resume", "nowhere", "--agent", "iql"], "only --steps and --no-progress may be given"),
         (["--resume", "nowhere"], "not a run directory"),
+        (["--agent", "iql", "--dataset", "nobody/nothing/none-v0"], "is not on this machine"),
     ],
 )
 def test_bad_command_lines_exit_with_a_message(capsys, argv, match):
@@ -154,9 +155,12 @@ def test_train_then_resume(tmp_path, capsys):
 def test_a_diverged_run_exits_non_zero(tmp_path, capsys, monkeypatch):
     data = bandit.make_dataset()
     poisoned = dataclasses.replace(
-        data, transitions=eqx.tree_at(lambda t: t.reward, data.transitions, jnp.full_like(data.transitions.reward, jnp.inf))
+        data,
+        transitions=eqx.tree_at(
+            lambda t: t.reward, data.transitions, jnp.full_like(data.transitions.reward, jnp.inf)
+        ),
     )
-    monkeypatch.setattr(trainer, "_load_dataset", lambda name: poisoned)
+    monkeypatch.setattr(trainer, "load_named_dataset", lambda name: poisoned)
     argv = ["--agent", "iql", "--steps", "20", "--run-dir", str(tmp_path / "run"), "--no-progress", *TINY_IQL_ARGS]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from rl import bandit, trainer
-from rl.agents import flowq, get_agent, iql, qipo
+from rl.agents import flowq, iql, qipo
 from rl.trainer import DivergenceError, RunConfig, TrainConfig
 
 TINY_IQL = iql.Config(width=32, depth=2)
@@ -213,7 +213,10 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, d
     config = RunConfig(agent="iql", dataset="bandit", agent_config=TINY_IQL, train=quiet(steps=20))
     good = trainer.train(config, tmp_path / "run", dataset=data)
     poisoned = dataclasses.replace(
-        data, transitions=eqx.tree_at(lambda t: t.reward, data.transitions, jnp.full_like(data.transitions.reward, jnp.nan))
+        data,
+        transitions=eqx.tree_at(
+            lambda t: t.reward, data.transitions, jnp.full_like(data.transitions.reward, jnp.nan)
+        ),
     )
     with pytest.raises(DivergenceError, match=r"diverged at step 21 \(seed 0\): .*q_loss = nan.*\(step 20\)"):
         trainer.resume(tmp_path / "run", steps=40, dataset=poisoned)
