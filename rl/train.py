@@ -294,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="one training seed (default 0)")
     seeds.add_argument("--seeds", default=None, help="several seeds trained together in one process, e.g. 0,1,2")
-    p.add_argument("--steps", type=int, default=None, help="gradient updates per seed")
+    p.add_argument("--steps", type=int, default=None, help="gradient updates per seed (default 1000000; bandit 3000)")
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N updates (0: only at the end)")
     p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
     p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N updates (0: at the end)")
@@ -383,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.agent is None:
         parser.error("--agent is required (one of " + ", ".join(AGENTS) + "), or --resume RUN_DIR")
     agent = get_agent(args.agent)
+    dataset = args.dataset if args.dataset is not None else "bandit"
     try:
         agent_config = apply_overrides(agent.Config(), overrides["agent"], prefix="agent")
         loop = {
@@ -391,14 +392,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "eval_episodes": args.eval_episodes,
             "checkpoint_every": args.checkpoint_every,
         }
-        train_config = TrainConfig(**{k: v for k, v in loop.items() if v is not None})
+        loop = {k: v for k, v in loop.items() if v is not None}
+        if _is_bandit(dataset):  # the small task's own loop defaults: the demo's length, three evaluations
+            loop = {"steps": DEMO_STEPS, "updates_per_call": DEMO_STEPS // 3, "eval_every": DEMO_STEPS // 3, **loop}
+        train_config = TrainConfig(**loop)
         train_config = apply_overrides(train_config, overrides["train"], prefix="train")
         if args.no_progress:
             train_config = dataclasses.replace(train_config, progress=False)
     except (ValueError, TypeError) as e:
         parser.error(str(e))
     seeds = _parse_seeds(args.seeds, parser) if args.seeds is not None else (args.seed if args.seed is not None else 0,)
-    dataset = args.dataset if args.dataset is not None else "bandit"
     if os.path.isdir(dataset):  # a dataset directory: save its absolute path, so resume works from anywhere
         dataset = os.path.abspath(dataset)
     try:
@@ -426,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     _print_summary(result)
     return 0
+
+
+def _is_bandit(dataset: str) -> bool:
+    from rl import bandit
+
+    return bandit.is_bandit(dataset)
 
 
 def _default_run_dir(agent: str, dataset: str) -> Path:

@@ -124,6 +124,11 @@ def test_print_config_shows_the_resolved_config(capsys):
     assert config["agent"] == "qipo" and config["seeds"] == [0, 2] and config["dataset"] == "bandit"
     assert config["agent_config"]["beta"] == 5.0 and config["agent_config"]["critic"] == "iql"
     assert config["train"]["steps"] == 100
+    # on the bandit without --steps, the loop takes the demo's length; elsewhere TrainConfig's defaults
+    assert cli.main(["--agent", "iql", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["steps"] == cli.DEMO_STEPS
+    assert cli.main(["--agent", "iql", "--dataset", "some/minari/id-v0", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["steps"] == trainer.TrainConfig().steps
 
 
 def test_no_arguments_run_the_demo(monkeypatch):
