@@ -758,8 +758,12 @@ def _run(config: RunConfig, run_dir: Path, dataset: OfflineDataset | None, *, re
     )
 
     def say(text: str) -> None:
-        if tc.verbose:
-            tqdm.write(text) if tc.progress else print(text, flush=True)
+        if not tc.verbose:
+            return
+        if tc.progress:
+            tqdm.write(text)  # above the bar, without breaking it
+        else:
+            print(text, flush=True)
 
     def checkpoint(c: Carry, at: int) -> None:
         nonlocal saved_step
