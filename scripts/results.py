@@ -1,0 +1,302 @@
+"""Produce `docs/results.md`: normalised scores of IQL, FlowQ and QIPO on locally made MuJoCo datasets.
+
+Three steps, each safe to re-run (finished work is skipped, an interrupted run is resumed):
+
+    python scripts/results.py datasets                 # make results/<env>/medium-v0 (needs the behaviour policies)
+    python scripts/results.py train --steps 30000      # one `python -m rl.train` per (env, agent), 3 seeds vmapped
+    python scripts/results.py report                   # tables, learning curves (docs/img/), docs/results.md
+
+The datasets follow D4RL's `medium` recipe on Gymnasium v5: 1M transitions of a medium behaviour policy with Gaussian
+action noise (sigma 0.1, clipped), made by `python -m rl.collect`. The behaviour policies are the `.npz` files of
+`../shared/policies` (see `docs/data.md`); pass `--policies DIR` to use others.
+
+Rewards are rescaled as in IQL's MuJoCo setup, `r * 1000 / (max episode return - min episode return)` of the
+dataset, for every agent (`--agent.reward_scale`, computed here and written into each command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVS = ("halfcheetah", "hopper", "walker2d")
+AGENTS = ("iql", "flowq", "qipo")
+SEEDS = (0, 1, 2)
+RUNS = ROOT / "runs" / "results"
+DOCS = ROOT / "docs"
+NOISE = 0.1
+
+
+def dataset_id(env: str, kind: str = "medium") -> str:
+    """Our own namespace, so that other local datasets of the same name (other recipes) never collide."""
+    return f"results/{env}/{kind}-v0"
+
+
+def collect_command(env: str, policies: Path) -> list[str]:
+    policy = policies / f"{env}-medium.npz"
+    return [
+        sys.executable, "-m", "rl.collect", "medium", "--env", env, "--policy", str(policy),
+        "--noise", str(NOISE), "--seed", "0", "--dataset-id", dataset_id(env), "--no-progress",
+    ]
+
+
+def make_datasets(args: argparse.Namespace) -> None:
+    from rl.data import resolve_dataset_path
+
+    for env in args.envs:
+        if resolve_dataset_path(dataset_id(env)) is not None:
+            print(f"{dataset_id(env)}: present")
+            continue
+        cmd = collect_command(env, Path(args.policies))
+        print("$", shlex.join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def reward_scale(env: str) -> float:
+    """IQL's MuJoCo reward scale: 1000 / (max - min) of the dataset's episode returns."""
+    from rl.data import load_dataset
+
+    returns = load_dataset(dataset_id(env), download=False).episode_returns
+    return float(1000.0 / (returns.max() - returns.min()))
+
+
+def run_dir(env: str, agent: str) -> Path:
+    return RUNS / f"{env}-{agent}"
+
+
+def train_command(env: str, agent: str, args: argparse.Namespace, scale: float) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "rl.train", "--agent", agent, "--dataset", dataset_id(env),
+        "--seeds", ",".join(str(s) for s in args.seeds), "--steps", str(args.steps),
+        "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
+        "--checkpoint-every", str(args.eval_every), "--run-dir", str(run_dir(env, agent).relative_to(ROOT)),
+        "--no-progress", f"--agent.reward_scale={scale:.6g}",
+    ]
+    return cmd + list(args.extra)
+
+
+def _final_step(directory: Path) -> int:
+    path = directory / f"seed_{SEEDS[0]}" / "eval.csv"
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        steps = [int(float(r["step"])) for r in csv.DictReader(f)]
+    return max(steps, default=0)
+
+
+def train(args: argparse.Namespace) -> None:
+    commands = {}
+    for env in args.envs:
+        scale = reward_scale(env)
+        for agent in args.agents:
+            directory = run_dir(env, agent)
+            if _final_step(directory) >= args.steps:
+                print(f"{directory.name}: done")
+                continue
+            if (directory / "checkpoint.eqx").is_file():
+                cmd = [sys.executable, "-m", "rl.train", "--resume", str(directory.relative_to(ROOT)), "--steps",
+                       str(args.steps), "--no-progress"]
+            else:
+                if directory.exists():  # a run that died before its first checkpoint: start again
+                    for path in sorted(directory.rglob("*"), reverse=True):
+                        path.unlink() if path.is_file() else path.rmdir()
+                cmd = train_command(env, agent, args, scale)
+            commands[directory.name] = train_command(env, agent, args, scale)
+            print("$", shlex.join(cmd), flush=True)
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            seconds = time.perf_counter() - start
+            print(f"{directory.name}: {seconds:.0f} s", flush=True)
+            _update_json(RUNS / "commands.json", {directory.name: shlex.join(commands[directory.name]).replace(sys.executable, "python")})
+            _update_json(RUNS / "seconds.json", {directory.name: seconds}, add=True)
+
+
+def _update_json(path: Path, entries: dict, add: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    for k, v in entries.items():
+        known[k] = known.get(k, 0.0) + v if add else v
+    path.write_text(json.dumps(known, indent=2))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def read_evals(directory: Path) -> dict[int, list[dict[str, float]]]:
+    out = {}
+    for seed_dir in sorted(directory.glob("seed_*")):
+        path = seed_dir / "eval.csv"
+        if path.is_file():
+            with open(path, newline="") as f:
+                out[int(seed_dir.name.split("_")[1])] = [
+                    {k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)
+                ]
+    return out
+
+
+def _dataset_summary(env: str) -> dict:
+    import numpy as np
+
+    from rl.data import load_dataset
+
+    ds = load_dataset(dataset_id(env), download=False)
+    complete = ds.episode_lengths[ds.episode_lengths > 0]
+    summary = ds.recipe.get("summary", {})
+    return {
+        "transitions": len(ds),
+        "episodes": int(len(complete)),
+        "normalized_return": float(np.mean(ds.normalized_score(ds.episode_returns))),
+        "summary": summary,
+        "command": ds.recipe.get("command", ""),
+        "policy": ds.recipe.get("policy", {}),
+    }
+
+
+def report(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = {"iql": "IQL", "flowq": "FlowQ", "qipo": "QIPO"}
+    (DOCS / "img").mkdir(parents=True, exist_ok=True)
+    table: dict[tuple[str, str], dict] = {}
+    fig, axes = plt.subplots(1, len(args.envs), figsize=(5 * len(args.envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], args.envs):
+        for agent in args.agents:
+            evals = read_evals(run_dir(env, agent))
+            if not evals:
+                continue
+            length = min(len(rows) for rows in evals.values())
+            steps = np.array([r["step"] for r in next(iter(evals.values()))[:length]])
+            curves = np.array([[r["normalized_mean"] for r in rows[:length]] for rows in evals.values()])
+            finals = curves[:, -1]
+            table[(env, agent)] = {
+                "mean": float(finals.mean()),
+                "std": float(finals.std()),
+                "seeds": len(finals),
+                "step": int(steps[-1]),
+                "per_seed": [round(float(x), 1) for x in finals],
+            }
+            mean, std = curves.mean(0), curves.std(0)
+            ax.plot(steps, mean, marker="o", ms=3, label=names[agent])
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.set_title(f"{env} medium ({dataset_id(env)})", fontsize=9)
+        ax.set_xlabel("updates per seed")
+        ax.set_ylabel("normalised return (mean ± std, 3 seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(DOCS / "img" / "results-medium.png", dpi=110)
+    _update_json(RUNS / "table.json", {f"{e}/{a}": v for (e, a), v in table.items()})
+    datasets = {env: _dataset_summary(env) for env in args.envs}
+    commands = json.loads((RUNS / "commands.json").read_text()) if (RUNS / "commands.json").is_file() else {}
+    seconds = json.loads((RUNS / "seconds.json").read_text()) if (RUNS / "seconds.json").is_file() else {}
+    (DOCS / "results.md").write_text(render(args, table, datasets, commands, seconds))
+    print(f"wrote {DOCS / 'results.md'} and {DOCS / 'img' / 'results-medium.png'}")
+
+
+def render(args, table, datasets, commands, seconds) -> str:
+    names = {"iql": "IQL", "flowq": "FlowQ", "qipo": "QIPO"}
+    lines = [
+        "# Results on locally made MuJoCo datasets",
+        "",
+        "*This page is written by `python scripts/results.py report`; the numbers come from the runs listed under",
+        "[Commands](#commands).*",
+        "",
+        "Normalised return (D4RL's scale: 0 = random policy, 100 = expert) of the final policy, evaluated on",
+        f"{args.eval_episodes} episodes per seed; mean ± standard deviation over the seeds (the seeds' own values in",
+        "brackets). The datasets are our own Gymnasium-v5 versions of D4RL's `medium` recipe (below), so compare",
+        "orderings and margins with published D4RL numbers, never the values themselves.",
+        "",
+        "| dataset | behaviour data | " + " | ".join(names[a] for a in args.agents) + " |",
+        "|---|---|" + "---|" * len(args.agents),
+    ]
+    for env in args.envs:
+        cells = []
+        for agent in args.agents:
+            r = table.get((env, agent))
+            cells.append(
+                "—" if r is None else f"{r['mean']:.1f} ± {r['std']:.1f} ({', '.join(str(x) for x in r['per_seed'])})"
+            )
+        lines.append(f"| {env}-medium | {datasets[env]['normalized_return']:.1f} | " + " | ".join(cells) + " |")
+    averages = []
+    for agent in args.agents:
+        vals = [table[(e, agent)]["mean"] for e in args.envs if (e, agent) in table]
+        averages.append(f"{sum(vals) / len(vals):.1f}" if len(vals) == len(args.envs) else "—")
+    lines.append("| **average** | " + f"{sum(d['normalized_return'] for d in datasets.values()) / len(datasets):.1f} | "
+                 + " | ".join(averages) + " |")
+    steps = sorted({r["step"] for r in table.values()})
+    lines += [
+        "",
+        "![learning curves](img/results-medium.png)",
+        "",
+        "## Budget",
+        "",
+        f"{', '.join(str(s) for s in steps)} updates per seed (batch 256), evaluated every {args.eval_every} updates;",
+        "the three seeds of a run train together in one process (`--seeds 0,1,2`, vmapped). This is a CPU budget,",
+        "chosen so that the nine runs fit in the background of a working session on 2 shared cores; the papers train",
+        "for 1M updates, so these are early-training numbers. Wall time of each run (3 seeds, evaluations included):",
+        "",
+        "| run | minutes |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v / 60:.0f} |" for k, v in sorted(seconds.items())]
+    lines += ["", NOTES.strip(), "", "## Commands", "", "```bash", "python scripts/results.py datasets"]
+    lines += [commands[k] for k in sorted(commands)]
+    lines += ["python scripts/results.py report", "```", "", "Equivalently: `python scripts/results.py train "
+              f"--steps {steps[-1] if steps else args.steps}` runs all nine (finished runs are skipped, interrupted ones "
+              "resumed from their checkpoint).", "", "## Dataset recipes", "",
+              "Each dataset is 1M transitions of a medium behaviour policy from `../shared/policies` (weights of",
+              "DLR-RM/rl-trained-agents, MIT licence, converted to `.npz`; see `docs/data.md`) with Gaussian action",
+              f"noise of standard deviation {NOISE}, clipped to [-1, 1], on 10 synchronous environments, seed 0:", "",
+              "| dataset | command | transitions | episodes | mean normalised return |", "|---|---|---|---|---|"]
+    for env in args.envs:
+        d = datasets[env]
+        cmd = shlex.join(collect_command(env, Path("../shared/policies"))).replace(shlex.quote(sys.executable), "python")
+        lines.append(f"| `{dataset_id(env)}` | `{cmd}` | {d['transitions']} | {d['episodes']} | "
+                     f"{d['normalized_return']:.1f} |")
+    lines += ["", "Rewards are rescaled for every agent as IQL does on MuJoCo, `r * 1000 / (max - min episode return)`",
+              "of the dataset (`--agent.reward_scale`, in the commands above); all other settings are each agent's",
+              "`Config` defaults.", ""]
+    return "\n".join(lines)
+
+
+# The findings, written after looking at the runs (kept here so that the page is regenerated as a whole).
+NOTES = """
+## Findings
+
+(to be written after the runs)
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("datasets", "train", "report"))
+    parser.add_argument("--envs", default=",".join(ENVS))
+    parser.add_argument("--agents", default=",".join(AGENTS))
+    parser.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
+    parser.add_argument("--steps", type=int, default=30_000, help="updates per seed")
+    parser.add_argument("--eval-every", type=int, default=5_000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--policies", default=str(ROOT.parent / "shared" / "policies"))
+    args, extra = parser.parse_known_args(argv)
+    args.envs = tuple(args.envs.split(","))
+    args.agents = tuple(args.agents.split(","))
+    args.seeds = tuple(int(s) for s in args.seeds.split(","))
+    args.extra = tuple(extra)  # passed on to every `python -m rl.train` (e.g. --agent.beta=3)
+    {"datasets": make_datasets, "train": train, "report": report}[args.step](args)
+
+
+if __name__ == "__main__":
+    main()
