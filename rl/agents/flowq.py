@@ -15,11 +15,16 @@ Our choices where the paper could not be read (see MATH section 4):
 - The energy subtracts `V(s)`. For one state this adds a constant, which changes neither the guided path nor its
   gradient; it only matters for the optional weights `softmax(log Z_t)` over a batch of *different* states, where it
   turns `exp(beta Q)` (which favours states with a high value) into `exp(beta (Q - V))`, an advantage weight.
-- The energy is divided by a running mean of `|Q(s, a_data) - V(s)|` over batches (`normalize_energy`), so that
-  `beta` means the same thing whatever the reward scale: `beta = 1` tilts by a factor `e` per typical advantage.
+- The energy is divided by a running mean of the action-gradient norm `|grad_a Q(s, a_data)|` over batches
+  (`normalize_energy`), so that `beta` means the same thing whatever the reward scale. The guided mean moves by
+  `lambda_t sigma_t^2 grad E`, at most about `0.15 beta` action units for a typical gradient with the linear schedule
+  (`max_t t (1 - t)^2 = 4/27`). Normalising by the typical advantage `|Q - V|` instead fails on narrow datasets:
+  on a halfcheetah dataset of a deterministic policy the advantages of data actions are ~0.02 while the gradient is
+  ~0.5, so the guided targets land ~10 action units away, outside `[-1, 1]`, and the policy is worse than random.
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -41,12 +46,11 @@ from .common import (
     make_optimizer,
     min_q,
     sample_flow_actions,
-    state_values,
     stop_gradient,
     update_iql_critic,
 )
 
-__all__ = ["Config", "State", "act", "guidance_path", "init", "policy_loss", "update"]
+__all__ = ["Config", "State", "act", "action_gradient_norm", "guidance_path", "init", "policy_loss", "update"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +76,11 @@ class Config:
     # guidance strength lambda_1 = beta of the guided path (on the normalised energy, see normalize_energy); on the
     # built-in bandit (3000 updates) beta = 1 puts 47% of the samples on the best mode, beta = 3 puts 100%
     beta: float = 3.0
-    # lambda_t schedule of the guided path: "linear" (lambda_t = beta t) or "constant"
+    # lambda_t schedule of the guided path: "linear" (lambda_t = beta t), "constant", or "power" (lambda_t = beta t^p,
+    # p = schedule_power: the same endpoint, less bending of the paths at intermediate times)
     schedule: str = "linear"
+    # the exponent p of the "power" schedule
+    schedule_power: float = 4.0
     # where the energy gradient is taken: "data" (at the dataset action; one gradient per example) or "mean"
     # (at the conditional mean alpha_t a_data, adds a Hessian-vector product per example)
     gradient: str = "data"
@@ -81,9 +88,14 @@ class Config:
     # conditional path still ends at its own data action, the tilt acts only at intermediate times (and through
     # sigma_min), and on the bandit beta = 3 leaves 14% on the best mode (behaviour cloning: 13%; weighted: 100%)
     weighted: bool = True
+    # where those weights are taken: "endpoint" (softmax(-beta E(a_data)) / at t = 1: constant in time, so the weighted
+    # mixture of guided conditionals ends exactly at pi_beta exp(beta Q / scale)) or "t" (softmax(log Z_t) at each
+    # example's time, which under-tilts; see docs/efm-vs-guided.md)
+    weight_at: str = "endpoint"
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)
     sigma_min: float = 0.0
-    # divide the energy by a running mean of |Q(s, a_data) - V(s)| (makes beta independent of the reward scale)
+    # divide the energy by a running mean of |grad_a Q(s, a_data)| (beta then does not depend on the reward scale,
+    # and the guidance shift stays within about 0.15 beta action units)
     normalize_energy: bool = True
     # rate of that running mean (exponential moving average; the first batch sets it)
     scale_rate: float = 0.005
@@ -99,7 +111,8 @@ class Config:
     reward_bias: float = 0.0
 
     def __post_init__(self):
-        for name in ("discount", "expectile", "lr", "polyak", "beta", "sigma_min", "scale_rate", "reward_scale",
+        for name in ("discount", "expectile", "lr", "polyak", "beta", "schedule_power", "sigma_min", "scale_rate",
+                     "reward_scale",
                      "reward_bias"):
             object.__setattr__(self, name, float(getattr(self, name)))
         positive_int = (lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
@@ -116,8 +129,10 @@ class Config:
                 "policy_width": positive_int,
                 "policy_depth": positive_int,
                 "beta": (lambda v: v >= 0.0, ">= 0"),
-                "schedule": (lambda v: v in ("linear", "constant"), "'linear' or 'constant'"),
+                "schedule": (lambda v: v in ("linear", "constant", "power"), "'linear', 'constant' or 'power'"),
+                "schedule_power": (lambda v: v > 0.0, "> 0"),
                 "gradient": (lambda v: v in ("data", "mean"), "'data' or 'mean'"),
+                "weight_at": (lambda v: v in ("endpoint", "t"), "'endpoint' or 't'"),
                 "sigma_min": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
                 "scale_rate": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
                 "sample_steps": positive_int,
@@ -132,16 +147,23 @@ class State(eqx.Module):
     policy: MLPVelocity
     policy_opt_state: PyTree
     critic: IQLCritic
-    # running mean of |Q(s, a_data) - V(s)|, the energy's unit
+    # running mean of |grad_a Q(s, a_data)|, the energy's unit
     energy_scale: Float[Array, ""]
     step: Int[Array, ""]
     config: Config = eqx.field(static=True)
 
 
+def _power_schedule(t: Float[Array, ""], beta: float, power: float) -> Float[Array, ""]:
+    return beta * t**power
+
+
 def guidance_path(config: Config) -> GuidedGaussianPath:
     """The guided Gaussian path the policy regresses on."""
+    schedule = config.schedule
+    if schedule == "power":
+        schedule = functools.partial(_power_schedule, power=config.schedule_power)
     return GuidedGaussianPath(
-        CondOTScheduler(config.sigma_min), beta=config.beta, schedule=config.schedule, gradient=config.gradient
+        CondOTScheduler(config.sigma_min), beta=config.beta, schedule=schedule, gradient=config.gradient
     )
 
 
@@ -205,9 +227,25 @@ def policy_loss(
         return -(jnp.min(q(s, a)) - value(s)) / scale
 
     loss = energy_guided_loss(
-        policy, guidance_path(config), action, energy, key=key, context=obs, weighted=config.weighted
+        policy,
+        guidance_path(config),
+        action,
+        energy,
+        key=key,
+        context=obs,
+        weighted=config.weighted,
+        weight_at=config.weight_at,
     )
     return loss, {"policy_loss": loss}
+
+
+def action_gradient_norm(
+    q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n act_dim"]
+) -> Float[Array, " n"]:
+    """`|grad_a min_i Q_i(s, a)|` per example (no gradient into the critic)."""
+    q = stop_gradient(q)
+    grads = jax.vmap(jax.grad(lambda a, s: jnp.min(q(s, a))))(action, obs)
+    return jnp.sqrt(jnp.sum(grads**2, axis=-1))
 
 
 def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
@@ -233,8 +271,7 @@ def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[
         reward_bias=config.reward_bias,
     )
     if config.normalize_energy:
-        adv = min_q(critic.q_target, batch.obs, batch.action) - state_values(critic.value, batch.obs)
-        batch_scale = jnp.maximum(jnp.mean(jnp.abs(adv)), 1e-6)
+        batch_scale = jnp.maximum(jnp.mean(action_gradient_norm(critic.q_target, batch.obs, batch.action)), 1e-6)
         rate = jnp.where(state.step == 0, 1.0, config.scale_rate)
         energy_scale = jax.lax.stop_gradient((1.0 - rate) * state.energy_scale + rate * batch_scale)
     else:

@@ -89,25 +89,26 @@ class Config:
     policy_width: int = 256
     policy_depth: int = 3
     # K1: updates of behaviour cloning (plain CFM) before policy improvement starts; the behaviour flow is frozen then
-    warmup_steps: int = 10_000
+    warmup_steps: int = 20_000
     # "softmax": in-support softmax Q-learning on behaviour-flow candidates; "iql": IQL's expectile critic
     critic: str = "softmax"
     # inverse temperature beta_Q of the softmax critic's target (0 = mean over candidates, large = max)
     beta_q: float = 1.0
     # M_critic: behaviour candidates per next state for the softmax target
-    critic_candidates: int = 16
+    critic_candidates: int = 8
     # expectile tau of the IQL critic option
     expectile: float = 0.7
-    # inverse temperature beta of the support-set weights softmax_j(beta Q(s, a_j))
-    beta: float = 3.0
+    # inverse temperature beta of the support-set weights softmax_j(beta Q(s, a_j)) (Q on the reward scale set by
+    # reward_scale); after l renewals the policy targets pi_beta exp((l + 1) beta Q), so beta is per renewal
+    beta: float = 1.0
     # M: actions drawn from the current flow per state (the support set is these plus the dataset action)
     support_size: int = 16
     # K_renew: every row of the support pool is re-drawn once every this many updates
-    renew_every: int = 1_000
-    # rows of the support pool; pool_size / renew_every rows are renewed per update (must divide exactly)
-    pool_size: int = 8_000
+    renew_every: int = 5_000
+    # rows of the support pool; W = pool_size / renew_every rows are renewed per update (must divide exactly)
+    pool_size: int = 40_000
     # states per policy-improvement minibatch (each brings support_size + 1 actions to the loss)
-    policy_batch: int = 64
+    policy_batch: int = 32
     # ODE steps used to draw support sets and behaviour candidates
     support_steps: int = 10
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)

@@ -284,6 +284,26 @@ def test_flowq_policy_loss_does_not_train_the_critic(batch, gradient):
     assert float(l0[0]) != float(l1[0])
 
 
+def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
+    """The first update sets the energy's unit to the batch mean of |grad_a min Q_target(s, a_data)|, so that the
+    guided mean moves by at most ~0.15 beta action units whatever the reward scale."""
+    config = TINY["flowq"]
+    state = flowq.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(23))
+    new, info = eqx.filter_jit(flowq.update)(state, batch, key=jax.random.key(24))
+    q = new.critic.q_target
+    by_hand = []
+    for i in range(BATCH):
+        g = jax.grad(lambda a: jnp.min(q(batch.obs[i], a)))(batch.action[i])
+        by_hand.append(float(jnp.linalg.norm(g)))
+    np.testing.assert_allclose(float(new.energy_scale), np.mean(by_hand), rtol=1e-4)
+    np.testing.assert_allclose(float(info["energy_scale"]), np.mean(by_hand), rtol=1e-4)
+    # the unit is invariant to the reward scale: scaling Q by 10 scales the gradient norms by 10 too
+    scaled = jax.tree.map(lambda x: x * 10.0 if eqx.is_inexact_array(x) else x, q.nets.layers[-1])
+    q10 = eqx.tree_at(lambda m: m.nets.layers[-1], q, scaled)
+    ratio = flowq.action_gradient_norm(q10, batch.obs, batch.action) / flowq.action_gradient_norm(q, batch.obs, batch.action)
+    np.testing.assert_allclose(ratio, np.full(BATCH, 10.0), rtol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Updates, phases, renewal and acting (on the module-scoped training runs)
 
@@ -401,6 +421,8 @@ def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
         (lambda: iql.Config(policy="beta"), "policy must be"),
         (lambda: flowq.Config(beta=-1.0), "beta must be >= 0"),
         (lambda: flowq.Config(gradient="both"), "gradient must be"),
+        (lambda: flowq.Config(weight_at="start"), "weight_at must be"),
+        (lambda: flowq.Config(schedule="cosine"), "schedule must be"),
         (lambda: qipo.Config(pool_size=1000, renew_every=300), "pool_size must be a multiple of renew_every=300"),
         (lambda: qipo.Config(critic="sarsa"), "critic must be"),
     ],
