@@ -3,7 +3,7 @@
 Three steps, each safe to re-run (finished work is skipped, an interrupted run is resumed):
 
     python scripts/results.py datasets                 # make results/<env>/medium-v0 (needs the behaviour policies)
-    python scripts/results.py train --steps 30000      # one `python -m rl.train` per (env, agent), 3 seeds vmapped
+    python scripts/results.py train --steps 50000      # one `python -m rl.train` per (env, agent), 3 seeds vmapped
     python scripts/results.py report                   # tables, learning curves (docs/img/), docs/results.md
 
 The datasets follow D4RL's `medium` recipe on Gymnasium v5: 1M transitions of a medium behaviour policy with Gaussian
@@ -13,8 +13,6 @@ action noise (sigma 0.1, clipped), made by `python -m rl.collect`. The behaviour
 Rewards are rescaled as in IQL's MuJoCo setup, `r * 1000 / (max episode return - min episode return)` of the
 dataset, for every agent (`--agent.reward_scale`, computed here and written into each command).
 """
-
-from __future__ import annotations
 
 import argparse
 import csv
@@ -94,9 +92,10 @@ def _final_step(directory: Path) -> int:
 
 def train(args: argparse.Namespace) -> None:
     commands = {}
-    for env in args.envs:
-        scale = reward_scale(env)
-        for agent in args.agents:
+    scales = {env: reward_scale(env) for env in args.envs}
+    for agent in args.agents:  # agent-major: the cheap baselines finish first
+        for env in args.envs:
+            scale = scales[env]
             directory = run_dir(env, agent)
             if _final_step(directory) >= args.steps:
                 print(f"{directory.name}: done")
@@ -112,10 +111,11 @@ def train(args: argparse.Namespace) -> None:
             commands[directory.name] = train_command(env, agent, args, scale)
             print("$", shlex.join(cmd), flush=True)
             start = time.perf_counter()
-            subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             seconds = time.perf_counter() - start
-            print(f"{directory.name}: {seconds:.0f} s", flush=True)
-            _update_json(RUNS / "commands.json", {directory.name: shlex.join(commands[directory.name]).replace(sys.executable, "python")})
+            print(f"{directory.name}: {seconds:.0f} s, exit status {done.returncode}", flush=True)
+            command = shlex.join(commands[directory.name]).replace(sys.executable, "python")
+            _update_json(RUNS / "commands.json", {directory.name: command})
             _update_json(RUNS / "seconds.json", {directory.name: seconds}, add=True)
 
 
@@ -255,15 +255,16 @@ def render(args, table, datasets, commands, seconds) -> str:
     lines += ["", NOTES.strip(), "", "## Commands", "", "```bash", "python scripts/results.py datasets"]
     lines += [commands[k] for k in sorted(commands)]
     lines += ["python scripts/results.py report", "```", "", "Equivalently: `python scripts/results.py train "
-              f"--steps {steps[-1] if steps else args.steps}` runs all nine (finished runs are skipped, interrupted ones "
-              "resumed from their checkpoint).", "", "## Dataset recipes", "",
+              f"--steps {steps[-1] if steps else args.steps}` runs all nine (finished runs are skipped, interrupted "
+              "ones resumed from their checkpoint).", "", "## Dataset recipes", "",
               "Each dataset is 1M transitions of a medium behaviour policy from `../shared/policies` (weights of",
               "DLR-RM/rl-trained-agents, MIT licence, converted to `.npz`; see `docs/data.md`) with Gaussian action",
               f"noise of standard deviation {NOISE}, clipped to [-1, 1], on 10 synchronous environments, seed 0:", "",
               "| dataset | command | transitions | episodes | mean normalised return |", "|---|---|---|---|---|"]
     for env in args.envs:
         d = datasets[env]
-        cmd = shlex.join(collect_command(env, Path("../shared/policies"))).replace(shlex.quote(sys.executable), "python")
+        cmd = shlex.join(collect_command(env, Path("../shared/policies")))
+        cmd = cmd.replace(shlex.quote(sys.executable), "python")
         lines.append(f"| `{dataset_id(env)}` | `{cmd}` | {d['transitions']} | {d['episodes']} | "
                      f"{d['normalized_return']:.1f} |")
     lines += ["", "Rewards are rescaled for every agent as IQL does on MuJoCo, `r * 1000 / (max - min episode return)`",
@@ -286,8 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--envs", default=",".join(ENVS))
     parser.add_argument("--agents", default=",".join(AGENTS))
     parser.add_argument("--seeds", default=",".join(str(s) for s in SEEDS))
-    parser.add_argument("--steps", type=int, default=30_000, help="updates per seed")
-    parser.add_argument("--eval-every", type=int, default=5_000)
+    parser.add_argument("--steps", type=int, default=50_000, help="updates per seed")
+    parser.add_argument("--eval-every", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--policies", default=str(ROOT.parent / "shared" / "policies"))
     args, extra = parser.parse_known_args(argv)

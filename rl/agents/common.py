@@ -64,7 +64,9 @@ class QEnsemble(eqx.Module):
     nets: eqx.nn.MLP
     num_q: int = eqx.field(static=True)
 
-    def __init__(self, obs_dim: int, act_dim: int, *, width: int = 256, depth: int = 2, num_q: int = 2, key: PRNGKeyArray):
+    def __init__(
+        self, obs_dim: int, act_dim: int, *, width: int = 256, depth: int = 2, num_q: int = 2, key: PRNGKeyArray
+    ):
         keys = jax.random.split(key, num_q)
         self.nets = eqx.filter_vmap(lambda k: _mlp(obs_dim + act_dim, "scalar", width=width, depth=depth, key=k))(keys)
         self.num_q = num_q

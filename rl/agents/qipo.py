@@ -231,7 +231,9 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
         )
         num_candidates = 0
     else:
-        q = QEnsemble(obs_dim, act_dim, width=config.critic_width, depth=config.critic_depth, num_q=config.num_q, key=kc)
+        q = QEnsemble(
+            obs_dim, act_dim, width=config.critic_width, depth=config.critic_depth, num_q=config.num_q, key=kc
+        )
         critic = SoftmaxCritic(q=q, q_target=q, q_opt_state=init_opt_state(make_optimizer(config.lr), q))
         num_candidates = config.critic_candidates
     p = config.pool_size
@@ -291,7 +293,7 @@ def write_pool(
     *,
     key: PRNGKeyArray,
 ) -> Pool:
-    """Overwrite rows `[b W, (b + 1) W)`, `b = step % renew_every`, with the batch's first `W` transitions and fresh sets.
+    """Overwrite rows `[b W, (b + 1) W)`, `b = step % renew_every`, with the batch's first `W` transitions.
 
     The support set of a row is `support_size` actions from `policy` at its state followed by the dataset action;
     with the softmax critic the row also gets `critic_candidates` actions from `behavior` at its next state.

@@ -265,6 +265,7 @@ def test_flowq_policy_loss_does_not_train_the_critic(batch, gradient):
     state = flowq.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(14))
     critic: IQLCritic = state.critic
     key = jax.random.key(15)
+    unit = jnp.ones(())
 
     def loss_of_critic(parts):
         q, value = parts
@@ -275,12 +276,12 @@ def test_flowq_policy_loss_does_not_train_the_critic(batch, gradient):
         assert float(jnp.max(jnp.abs(g))) == 0.0
     # ... while the policy does get a gradient, and the energy does shape the loss
     p_grads = eqx.filter_jit(eqx.filter_grad(
-        lambda p: flowq.policy_loss(p, critic.q, critic.value, batch.obs, batch.action, jnp.ones(()), config, key=key)[0]
+        lambda p: flowq.policy_loss(p, critic.q, critic.value, batch.obs, batch.action, unit, config, key=key)[0]
     ))(state.policy)
     assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(p_grads)) > 0.0
     unguided = dataclasses.replace(config, beta=0.0)
-    l0 = flowq.policy_loss(state.policy, critic.q, critic.value, batch.obs, batch.action, jnp.ones(()), unguided, key=key)
-    l1 = flowq.policy_loss(state.policy, critic.q, critic.value, batch.obs, batch.action, jnp.ones(()), config, key=key)
+    l0 = flowq.policy_loss(state.policy, critic.q, critic.value, batch.obs, batch.action, unit, unguided, key=key)
+    l1 = flowq.policy_loss(state.policy, critic.q, critic.value, batch.obs, batch.action, unit, config, key=key)
     assert float(l0[0]) != float(l1[0])
 
 
@@ -300,7 +301,8 @@ def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
     # the unit is invariant to the reward scale: scaling Q by 10 scales the gradient norms by 10 too
     scaled = jax.tree.map(lambda x: x * 10.0 if eqx.is_inexact_array(x) else x, q.nets.layers[-1])
     q10 = eqx.tree_at(lambda m: m.nets.layers[-1], q, scaled)
-    ratio = flowq.action_gradient_norm(q10, batch.obs, batch.action) / flowq.action_gradient_norm(q, batch.obs, batch.action)
+    norms = [flowq.action_gradient_norm(m, batch.obs, batch.action) for m in (q10, q)]
+    ratio = norms[0] / norms[1]
     np.testing.assert_allclose(ratio, np.full(BATCH, 10.0), rtol=1e-4)
 
 
@@ -328,7 +330,10 @@ def _policy_loss_on_fixed_draws(name, policy, state, batch):
         return iql.actor_loss(policy, state.critic, obs, action, state.config)[0]
     if name == "flowq":
         critic = state.critic
-        return flowq.policy_loss(policy, critic.q_target, critic.value, obs, action, state.energy_scale, state.config, key=key)[0]
+        loss, _ = flowq.policy_loss(
+            policy, critic.q_target, critic.value, obs, action, state.energy_scale, state.config, key=key
+        )
+        return loss
     return qipo.improvement_loss(policy, state.critic.q_target, state.pool, state.config, key=key)[0]
 
 
@@ -346,21 +351,25 @@ def test_each_agent_reduces_its_losses_on_a_fixed_batch(trained, batch):
     assert after < before - 0.1 * abs(before), (name, before, after)
 
 
+def _arrays(model):
+    return jax.tree.leaves(eqx.filter(model, eqx.is_array))
+
+
 def test_qipo_phases_and_behaviour_freeze(batch):
     config = TINY["qipo"]
     state = qipo.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(16))
     run = _make_runner(qipo)
     warm, (info_warm, _) = run(state, batch, jax.random.key(17))  # exactly the warm-up (CHUNK = warmup_steps)
     assert np.all(np.asarray(info_warm["improving"]) == 0.0)
-    for p, b in zip(jax.tree.leaves(eqx.filter(warm.policy, eqx.is_array)), jax.tree.leaves(eqx.filter(warm.behavior, eqx.is_array))):
+    for p, b in zip(_arrays(warm.policy), _arrays(warm.behavior)):
         np.testing.assert_array_equal(p, b)  # the behaviour flow follows the policy during the warm-up
     improved, (info_imp, _) = run(warm, batch, jax.random.key(18))
     assert np.all(np.asarray(info_imp["improving"]) == 1.0)
-    for b0, b1 in zip(jax.tree.leaves(eqx.filter(warm.behavior, eqx.is_array)), jax.tree.leaves(eqx.filter(improved.behavior, eqx.is_array))):
+    for b0, b1 in zip(_arrays(warm.behavior), _arrays(improved.behavior)):
         np.testing.assert_array_equal(b0, b1)  # ... and is frozen afterwards
     moved = [
         not np.array_equal(p, b)
-        for p, b in zip(jax.tree.leaves(eqx.filter(improved.policy, eqx.is_inexact_array)), jax.tree.leaves(eqx.filter(improved.behavior, eqx.is_inexact_array)))
+        for p, b in zip(_arrays(improved.policy), _arrays(improved.behavior))
         if p.size > 1
     ]
     assert any(moved)
