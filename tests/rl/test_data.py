@@ -178,7 +178,8 @@ def test_cache_is_written_then_used_then_invalidated(tmp_path, monkeypatch):
 
 
 def test_corrupt_cache_is_ignored(tmp_path):
-    dataset_id = "test/hopper/handmade-v0"
+    dataset_id = "test/hopper/corrupt-cache-v0"
+    _hand_made(dataset_id)
     cache = tmp_path / "cache"
     load_dataset(dataset_id, cache_dir=cache)
     (file,) = cache.glob("*.npz")
