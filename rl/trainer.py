@@ -418,7 +418,13 @@ def make_chunk_fn(
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
     replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
 
-    def run_seed(carry: Carry, data: Transitions, length: int) -> tuple[Carry, dict[str, Array]]:
+    def run_seed(
+        carry: Carry, step: Array | None, data: Transitions, length: int
+    ) -> tuple[Carry, dict[str, Array]]:
+        if step is not None:
+            # one step counter for all seeds, unbatched under `vmap`: a phase switch on it (`lax.cond`, as in QIPO's
+            # warm-up) then runs only its taken branch, where a per-seed (batched) predicate would run both
+            carry = eqx.tree_at(lambda c: c.agent.step, carry, step)
         n = data.reward.shape[0]
         dynamic, static = eqx.partition(carry, eqx.is_array)  # scan carries arrays only
 
@@ -437,7 +443,11 @@ def make_chunk_fn(
 
     @eqx.filter_jit
     def chunk(carry: Carry, data: Transitions, length: int) -> tuple[Carry, dict[str, Array]]:
-        carry, infos = eqx.filter_vmap(run_seed, in_axes=(eqx.if_array(0), None, None))(carry, data, length)
+        # the seeds always train together, so they share one step (taken from the first; `init_carry` stacks equal ones)
+        step = carry.agent.step[0] if isinstance(getattr(carry.agent, "step", None), jax.Array) else None
+        carry, infos = eqx.filter_vmap(run_seed, in_axes=(eqx.if_array(0), None, None, None))(
+            carry, step, data, length
+        )
         if replicated is not None:
             dynamic, static = eqx.partition(carry, eqx.is_array)
             dynamic = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, replicated), dynamic)

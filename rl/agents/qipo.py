@@ -301,7 +301,13 @@ def write_pool(
     w = config.pool_writes
     ks, kc = jax.random.split(key)
     obs, action = batch.obs[:w], batch.action[:w]
-    drawn = _draw_sets(policy, obs, config.support_size, key=ks, config=config)
+    # support sets are first read at step warmup_steps, and every row is rewritten within the renew_every updates
+    # before it, so earlier ones are never used: skip drawing them (a real branch: the trainer's step is unbatched)
+    drawn = jax.lax.cond(
+        step >= config.warmup_steps - config.renew_every,
+        lambda: _draw_sets(policy, obs, config.support_size, key=ks, config=config),
+        lambda: jnp.zeros((w, config.support_size, action.shape[-1]), action.dtype),
+    )
     support = jnp.concatenate([drawn, action[:, None, :]], axis=1)
     if config.critic == "softmax":
         candidates = _draw_sets(behavior, batch.next_obs[:w], config.critic_candidates, key=kc, config=config)

@@ -381,15 +381,20 @@ def test_qipo_support_rows_are_renewed_exactly_every_k_renew_updates(trained):
     config = TINY["qipo"]
     k, w = config.renew_every, config.pool_writes
     support = np.concatenate(probes)  # [steps, P, M + 1, act_dim]; support[i] is the pool after update i
-    for step in range(1, support.shape[0]):
+    # support sets are drawn from update warmup_steps - renew_every on (earlier ones would never be read): before
+    # that the drawn part of every row is still empty
+    first = config.warmup_steps - k
+    assert first >= 1
+    np.testing.assert_array_equal(support[first - 1, :, :-1], 0.0)
+    for step in range(first, support.shape[0]):
         changed_rows = np.any(support[step] != support[step - 1], axis=(1, 2))
         block = step % k
         expected = np.zeros(config.pool_size, bool)
         expected[block * w : (block + 1) * w] = True
         np.testing.assert_array_equal(changed_rows, expected, err_msg=f"update {step}")
     # the first block (rows written at multiples of K_renew) changes exactly at those updates
-    block0 = np.any(support[1:, :w] != support[:-1, :w], axis=(1, 2, 3))
-    np.testing.assert_array_equal(np.nonzero(block0)[0] + 1, np.arange(k, support.shape[0], k))
+    block0 = np.any(support[first:, :w] != support[first - 1 : -1, :w], axis=(1, 2, 3))
+    np.testing.assert_array_equal(np.nonzero(block0)[0] + first, np.arange(-(-first // k) * k, support.shape[0], k))
     # the last column of every support set is the dataset action of its row's transition
     assert np.all(np.abs(support[-1, :, -1, :]) < 1.0)
 

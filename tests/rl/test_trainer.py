@@ -144,6 +144,33 @@ def test_vmapped_seeds_equal_separate_runs(data):
     assert not np.allclose(arrays(trainer.seed_state(both.agent, 0))[0], arrays(trainer.seed_state(both.agent, 1))[0])
 
 
+def test_vmapped_seeds_share_an_unbatched_step_so_phase_switches_run_one_branch(data):
+    """QIPO switches from warm-up to improvement with `lax.cond` on its step. Under `vmap` a per-seed (batched)
+    predicate would turn the cond into a select that computes both losses every update; the trainer keeps one step
+    for all seeds, so the compiled chunk still holds a real `cond`, and the stored step stays one per seed."""
+    config = qipo.Config(
+        critic_width=16, policy_width=16, policy_depth=1, warmup_steps=4, renew_every=2, pool_size=4,
+        support_size=2, critic_candidates=2, policy_batch=2, support_steps=2, sample_steps=2,
+    )
+    transitions = data.normalized_transitions()
+    chunk = trainer.make_chunk_fn(qipo, batch_size=8)
+    carry = trainer.init_carry(qipo, config, (0, 1), obs_dim=data.obs_dim, act_dim=data.act_dim)
+
+    def count_conds(fn, tree):
+        dynamic, static = eqx.partition(tree, eqx.is_array)
+        jaxpr = jax.make_jaxpr(lambda d: eqx.filter(fn(eqx.combine(d, static)), eqx.is_array))(dynamic)
+        return str(jaxpr).count(" cond[")
+
+    one = qipo.init(config, obs_dim=data.obs_dim, act_dim=data.act_dim, key=jax.random.key(0))
+    batch = jax.tree.map(lambda x: x[:8], transitions)
+    in_update = count_conds(lambda s: qipo.update(s, batch, key=jax.random.key(1)), one)
+    assert in_update >= 2  # the phase switch and the skipped support draws of the warm-up
+    assert count_conds(lambda c: chunk(c, transitions, 3), carry) == in_update
+    carry, infos = chunk(carry, transitions, 6)
+    np.testing.assert_array_equal(np.asarray(carry.agent.step), [6, 6])
+    np.testing.assert_array_equal(np.asarray(infos["improving"]), [[0, 0, 0, 0, 1, 1]] * 2)
+
+
 def test_checkpoint_round_trip_is_exact(tmp_path, data):
     carry = trainer.init_carry(iql, TINY_IQL, (0, 1), obs_dim=data.obs_dim, act_dim=data.act_dim)
     carry, _ = trainer.make_chunk_fn(iql, batch_size=32)(carry, data.normalized_transitions(), 10)
