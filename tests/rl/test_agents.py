@@ -38,6 +38,7 @@ TINY = {
     "iql": iql.Config(lr=2e-3, width=32),
     "flowq": flowq.Config(lr=2e-3, critic_width=32, policy_width=32, policy_depth=2, sample_steps=3),
     "qipo": qipo.Config(
+        critic="softmax",  # the default critic is IQL's, tested with the other agents; keep this path exercised
         lr=2e-3,
         critic_width=32,
         policy_width=32,
