@@ -14,7 +14,12 @@ Sections:
    the steps; it is shown beside for contrast.
 3. QIPO: drawing support sets costs ODE solves inside the update, so its time grows with `support_steps` (10 vs 50).
    Renewal amortises it: each update renews only `pool_size / renew_every` rows of the support pool, so at a fixed
-   pool the sampling cost per update falls as `1 / renew_every` (shown for renew_every = 250, 1000, 4000).
+   pool the sampling cost per update falls as `1 / renew_every` (shown for renew_every = 1250, 5000 (the default),
+   20000 at the default pool).
+
+QIPO has two phases with different costs: the behaviour warm-up (plain CFM, and only the critic's candidates are
+drawn) and policy improvement (support sets drawn, energy-weighted loss over every support action). Section 1 times
+both; section 3 times improvement (`warmup_steps=1`), where the support sets are drawn.
 
     python benchmarks/updates.py              # a few minutes on 2 CPU cores (mostly compilation)
     python benchmarks/updates.py --updates 50 --rounds 5
@@ -48,6 +53,7 @@ class Case:
     """One agent config on one seed: its compiled chunk, its carry, and its timings."""
 
     def __init__(self, name: str, config, data, updates: int):
+        self.name = name
         self.agent = get_agent(name)
         self.config = config
         self.data = data
@@ -105,13 +111,17 @@ def main(argv=None):
     def ms(seconds: float) -> str:
         return f"{1e3 * seconds:8.2f}"
 
-    # 1. the three agents at their defaults
-    cases = {name: Case(name, get_agent(name).Config(), data, args.updates) for name in ("iql", "flowq", "qipo")}
+    # 1. the three agents at their defaults (QIPO in each of its phases)
+    qipo_cfg = get_agent("qipo").Config()
+    improving_cfg = dataclasses.replace(qipo_cfg, warmup_steps=1)
+    cases = {name: Case(name, get_agent(name).Config(), data, args.updates) for name in ("iql", "flowq")}
+    cases["qipo (warm-up)"] = Case("qipo", qipo_cfg, data, args.updates)
+    cases["qipo (improvement)"] = Case("qipo", improving_cfg, data, args.updates)
     alternate(list(cases.values()), args.rounds)
     print("\n1. default configs")
-    print(f"{'agent':<8} {'ms/update':>9} {'updates/s':>10} {'compile s':>10}")
+    print(f"{'agent':<19} {'ms/update':>9} {'updates/s':>10} {'compile s':>10}")
     for name, case in cases.items():
-        print(f"{name:<8} {ms(case.best):>9} {1 / case.best:>10.0f} {case.compile_s:>10.1f}")
+        print(f"{name:<19} {ms(case.best):>9} {1 / case.best:>10.0f} {case.compile_s:>10.1f}")
 
     # 2. FlowQ: training cost against the number of sampling steps
     flowq_cfg = get_agent("flowq").Config()
@@ -126,27 +136,28 @@ def main(argv=None):
     print(f"{50:>12} {ms(f50.best):>9} {ms(a50):>21}")
     print(f"{'ratio 50/10':>12} {f50.best / f10.best:>9.3f} {a50 / a10:>21.2f}")
 
-    # 3. QIPO: support-set sampling grows with the ODE steps; renewal amortises it
-    qipo_cfg = get_agent("qipo").Config()
-    q10 = cases["qipo"]
-    q50 = Case("qipo", dataclasses.replace(qipo_cfg, support_steps=50), data, args.updates)
-    renewals = {1000: q10}
-    for every in (250, 4000):
-        renewals[every] = Case("qipo", dataclasses.replace(qipo_cfg, renew_every=every), data, args.updates)
+    # 3. QIPO (improvement phase): support-set sampling grows with the ODE steps; renewal amortises it
+    default = qipo_cfg.renew_every
+    q10 = cases["qipo (improvement)"]
+    q50 = Case("qipo", dataclasses.replace(improving_cfg, support_steps=50), data, args.updates)
+    renewals = {default: q10}
+    for every in (default // 4, default * 4):
+        renewals[every] = Case("qipo", dataclasses.replace(improving_cfg, renew_every=every), data, args.updates)
     q10.times.clear()
-    alternate([q10, q50, renewals[250], renewals[4000]], args.rounds)
-    print("\n3. QIPO: update time against support-set ODE steps and renewal period "
-          f"(pool {qipo_cfg.pool_size} rows, M = {qipo_cfg.support_size} support + "
-          f"{qipo_cfg.critic_candidates} critic candidates per renewed row)")
+    alternate([q10, q50, *(renewals[e] for e in renewals if e != default)], args.rounds)
+    print("\n3. QIPO (improvement phase): update time against support-set ODE steps and renewal period "
+          f"(pool {qipo_cfg.pool_size} rows; per renewed row M = {qipo_cfg.support_size} support actions"
+          + (f" + {qipo_cfg.critic_candidates} critic candidates" if qipo_cfg.critic == "softmax" else "") + ")")
     print(f"{'support_steps':>13} {'renew_every':>11} {'rows renewed/update':>19} {'ms/update':>9} {'compile s':>10}")
-    for steps, every, case in ((10, 250, renewals[250]), (10, 1000, q10), (10, 4000, renewals[4000]), (50, 1000, q50)):
-        rows = qipo_cfg.pool_size // every
-        print(f"{steps:>13} {every:>11} {rows:>19} {ms(case.best):>9} {case.compile_s:>10.1f}")
-    print(f"ratio support_steps 50/10 at renew_every 1000: {q50.best / q10.best:.2f}")
-    per_row = (renewals[250].best - renewals[4000].best) / (qipo_cfg.pool_size // 250 - qipo_cfg.pool_size // 4000)
+    rows_of = {every: qipo_cfg.pool_size // every for every in renewals}
+    for steps, every, case in [(10, e, renewals[e]) for e in sorted(renewals)] + [(50, default, q50)]:
+        print(f"{steps:>13} {every:>11} {rows_of[every]:>19} {ms(case.best):>9} {case.compile_s:>10.1f}")
+    print(f"ratio support_steps 50/10 at renew_every {default}: {q50.best / q10.best:.2f}")
+    fast, slow = renewals[default * 4], renewals[default // 4]
+    per_row = (slow.best - fast.best) / (rows_of[default // 4] - rows_of[default * 4])
     print(
         f"sampling cost per renewed row (10 steps): {1e3 * per_row:.3f} ms, so about "
-        f"{1e3 * per_row * qipo_cfg.pool_size / qipo_cfg.renew_every:.2f} ms of each update at the default renewal"
+        f"{1e3 * per_row * rows_of[default]:.2f} ms of each update at the default renewal"
     )
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
