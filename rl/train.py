@@ -7,6 +7,7 @@ Examples::
     python -m rl.train --agent qipo --dataset bandit --seeds 0,1,2 --agent.beta=3 --train.batch_size=512
     python -m rl.train --agent iql --dataset bandit --print-config    # show every field and exit
     python -m rl.train --resume runs/flowq-bandit-20250101-120000 --steps 20000
+    python -m rl.train --evaluate runs/flowq-bandit-20250101-120000 --agent.best_of_n=8   # act otherwise, re-score
 
 Any field of the agent's `Config` can be set with `--agent.FIELD=VALUE` (or `--agent.FIELD VALUE`), and any field
 of `rl.trainer.TrainConfig` with `--train.FIELD=VALUE`; values are parsed with the field's type (`true`/`false` for
@@ -300,6 +301,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N updates (0: at the end)")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<agent>-<dataset>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument(
+        "--evaluate",
+        metavar="RUN_DIR",
+        default=None,
+        help="evaluate the checkpoint in RUN_DIR again (same episodes as its evaluations); --eval-episodes and "
+        "--agent.FIELD=VALUE (e.g. best_of_n, sample_steps) may be given",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--demo", action="store_true", help="run the built-in bandit demo (what no arguments do)")
@@ -341,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo:
         run_demo(progress=not args.no_progress, run_dir=args.run_dir)
         return 0
+
+    if args.evaluate is not None:
+        return _evaluate_command(args, overrides, parser)
 
     if args.resume is not None:
         given = [
@@ -440,6 +451,52 @@ def _is_bandit(dataset: str) -> bool:
 def _default_run_dir(agent: str, dataset: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-").lower() or "dataset"
     return Path("runs") / f"{agent}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _evaluate_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]], parser) -> int:
+    """`--evaluate RUN_DIR`: evaluate a run's checkpoint again, with optional action-time overrides."""
+    import numpy as np
+
+    from rl.trainer import evaluate_run, load_named_dataset, load_run_config
+
+    given = [
+        name
+        for name in (
+            "agent", "dataset", "seed", "seeds", "steps", "eval_every", "checkpoint_every", "run_dir", "resume"
+        )
+        if getattr(args, name) is not None
+    ]
+    if given or overrides["train"]:
+        changed = [f"--{n.replace('_', '-')}" for n in given] + [f"--train.{k}" for k in overrides["train"]]
+        parser.error(
+            "--evaluate takes only --eval-episodes and --agent.FIELD=VALUE overrides "
+            f"(got {', '.join(changed)})"
+        )
+    try:
+        config = load_run_config(args.evaluate)
+        agent_config = apply_overrides(config.agent_config, overrides["agent"], prefix="agent")
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    try:
+        dataset = load_named_dataset(config.dataset)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(f"cannot load the run's dataset {config.dataset!r}: {e}")
+    try:
+        step, results = evaluate_run(
+            args.evaluate, agent_config=agent_config, episodes=args.eval_episodes, dataset=dataset
+        )
+    except (FileNotFoundError, TypeError, ValueError) as e:
+        parser.error(str(e))
+    label = ", ".join(f"{k}={v}" for k, v in overrides["agent"].items()) or "the run's own settings"
+    print(f"{args.evaluate} at step {step}, {label}:")
+    for seed, metrics in results.items():
+        print(f"  seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "score"))
+    scores = np.array([m["score"] for m in results.values()])
+    print(
+        f"  score over seeds: {scores.mean():.4g} ± {scores.std():.4g} "
+        f"(appended to {Path(args.evaluate) / 'evaluations.jsonl'})"
+    )
+    return 0
 
 
 def _print_summary(result: Any) -> None:

@@ -65,6 +65,7 @@ __all__ = [
     "TrainResult",
     "config_from_dict",
     "config_to_dict",
+    "evaluate_run",
     "init_carry",
     "load_checkpoint",
     "load_named_dataset",
@@ -724,6 +725,87 @@ def resume(
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
         _write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())
     return _run(config, run_dir, dataset, resume=True)
+
+
+EVALUATIONS_FILE = "evaluations.jsonl"
+"""Where `evaluate_run` appends its results in the run directory (one JSON object per call)."""
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    *,
+    agent_config: Any | None = None,
+    episodes: int | None = None,
+    dataset: OfflineDataset | None = None,
+    record: bool = True,
+) -> tuple[int, dict[int, dict[str, Any]]]:
+    """Evaluate every seed of a run's checkpoint again, optionally with other action-time settings.
+
+    The episodes start from the same states as the run's own evaluations (the same evaluation seeds), so a change of
+    setting (`best_of_n`, `sample_steps`, `solver`, ...) is compared on the same episodes.
+
+    Args:
+        run_dir: a run directory written by `train` (it needs its checkpoint).
+        agent_config: the agent config to act with; default the run's own. Fields that shape the networks cannot
+            change (the checkpoint would not fit them).
+        episodes: episodes per seed; default the run's `eval_episodes`.
+        dataset: the dataset already loaded (else the run's `dataset` is loaded).
+        record: append the result to `RUN_DIR/evaluations.jsonl`.
+
+    Returns:
+        `(step, {seed: metrics})`: the checkpoint's step and each seed's evaluation metrics.
+
+    Raises:
+        FileNotFoundError: no run or no checkpoint in `run_dir`.
+        TypeError: `agent_config` is not the run agent's `Config`.
+        ValueError: `episodes` is not positive, or the config changes the shapes of the networks.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    agent = get_agent(config.agent)
+    if agent_config is None:
+        agent_config = config.agent_config
+    elif type(agent_config) is not type(config.agent_config):
+        raise TypeError(
+            f"the run {run_dir} trained {config.agent}: expected a {type(config.agent_config).__module__}.Config, "
+            f"got {type(agent_config).__module__}.{type(agent_config).__qualname__}"
+        )
+    episodes = config.train.eval_episodes if episodes is None else episodes
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} has no {CHECKPOINT_FILE} to evaluate.")
+    dataset = load_named_dataset(config.dataset) if dataset is None else dataset
+    like = eqx.filter_eval_shape(
+        init_carry, agent, agent_config, config.seeds, obs_dim=dataset.obs_dim, act_dim=dataset.act_dim
+    )
+    try:
+        carry, step = load_checkpoint(run_dir / CHECKPOINT_FILE, like)
+    except RuntimeError as e:
+        changed = {
+            k: v for k, v in config_to_dict(agent_config).items() if config_to_dict(config.agent_config)[k] != v
+        }
+        raise ValueError(
+            f"the run's checkpoint does not fit the agent config changed by {changed}: only settings that leave "
+            "the networks' shapes alone (e.g. best_of_n, sample_steps, solver) can change at evaluation"
+        ) from e
+    evaluator = _make_evaluator(dataset, dataclasses.replace(config.train, eval_episodes=episodes))
+    if evaluator is None:
+        raise ValueError(f"the run's dataset {config.dataset!r} names no environment to evaluate in.")
+    results = {
+        s: evaluator(_Policy(seed_state(carry.agent, i), agent.act), s) for i, s in enumerate(config.seeds)
+    }
+    if record:
+        entry = {
+            "time": round(time.time(), 3),
+            "step": step,
+            "episodes": episodes,
+            "agent_config": config_to_dict(agent_config),
+            "results": {str(s): r for s, r in results.items()},
+        }
+        with open(run_dir / EVALUATIONS_FILE, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+    return step, results
 
 
 def _run(config: RunConfig, run_dir: Path, dataset: OfflineDataset | None, *, resume: bool) -> TrainResult:

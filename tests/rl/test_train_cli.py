@@ -216,6 +216,29 @@ def test_every_agent_on_a_tiny_minari_dataset(tmp_path, capsys, tiny_hopper, age
         assert [r.split(",")[0] for r in rows[1:]] == ["10", "20"]
     assert "seed 1: return_mean" in capsys.readouterr().out
 
+    # evaluating the checkpoint again replays the run's last evaluation (same episodes, same randomness) ...
+    assert cli.main(["--evaluate", str(run_dir), "--eval-episodes", "2"]) == 0
+    assert "score over seeds" in capsys.readouterr().out
+    record = json.loads((run_dir / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 20 and record["episodes"] == 2
+    for seed in (0, 1):
+        last = (run_dir / f"seed_{seed}" / "eval.csv").read_text().splitlines()[-1].split(",")
+        assert record["results"][str(seed)]["return_mean"] == pytest.approx(float(last[1]), rel=1e-6)
+    # ... an action-time setting may change; a setting that reshapes the networks, or a training option, may not
+    act_time, shaping = {
+        "iql": ("log_std_min=-4.0", "width=64"),
+        "flowq": ("sample_steps=2", "critic_width=64"),
+        "qipo": ("best_of_n=2", "policy_width=64"),
+    }[agent]
+    assert cli.main(["--evaluate", str(run_dir), "--eval-episodes", "1", f"--agent.{act_time}"]) == 0
+    saved = json.loads((run_dir / "evaluations.jsonl").read_text().splitlines()[-1])
+    field, value = act_time.split("=")
+    assert saved["agent_config"][field] == float(value) and saved["episodes"] == 1
+    code, err = run_cli(capsys, ["--evaluate", str(run_dir), f"--agent.{shaping}"])
+    assert code == 2 and "only settings that leave the networks' shapes alone" in err
+    code, err = run_cli(capsys, ["--evaluate", str(run_dir), "--steps", "5"])
+    assert code == 2 and "--evaluate takes only" in err
+
 
 def test_module_entry_point_runs(tmp_path):
     """`python -m rl.train --help` works as a module (a fresh process: the entry point, not main())."""
