@@ -171,6 +171,7 @@ def report(args: argparse.Namespace) -> None:
     names = {"iql": "IQL", "flowq": "FlowQ", "qipo": "QIPO"}
     (DOCS / "img").mkdir(parents=True, exist_ok=True)
     table: dict[tuple[str, str], dict] = {}
+    datasets = {env: _dataset_summary(env) for env in args.envs}
     fig, axes = plt.subplots(1, len(args.envs), figsize=(5 * len(args.envs), 3.6), squeeze=False)
     for ax, env in zip(axes[0], args.envs):
         for agent in args.agents:
@@ -191,6 +192,7 @@ def report(args: argparse.Namespace) -> None:
             mean, std = curves.mean(0), curves.std(0)
             ax.plot(steps, mean, marker="o", ms=3, label=names[agent])
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        ax.axhline(datasets[env]["normalized_return"], color="grey", ls="--", lw=1, label="behaviour data")
         ax.set_title(f"{env} medium ({dataset_id(env)})", fontsize=9)
         ax.set_xlabel("updates per seed")
         ax.set_ylabel("normalised return (mean ± std, 3 seeds)")
@@ -199,7 +201,6 @@ def report(args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(DOCS / "img" / "results-medium.png", dpi=110)
     _update_json(RUNS / "table.json", {f"{e}/{a}": v for (e, a), v in table.items()})
-    datasets = {env: _dataset_summary(env) for env in args.envs}
     commands = json.loads((RUNS / "commands.json").read_text()) if (RUNS / "commands.json").is_file() else {}
     seconds = json.loads((RUNS / "seconds.json").read_text()) if (RUNS / "seconds.json").is_file() else {}
     (DOCS / "results.md").write_text(render(args, table, datasets, commands, seconds))
