@@ -1,0 +1,72 @@
+"""How strongly does each trained agent tilt its policy towards high advantages? Read it off the checkpoints.
+
+All three agents of `docs/results.md` share IQL's critic, so their policies differ in how they turn advantages
+`A = Q(s, a) - V(s)` of dataset actions into a training signal:
+
+- IQL: advantage-weighted regression, weights `min(exp(temperature A), max_weight)`;
+- FlowQ (endpoint weights): `softmax(beta A / scale)` over the batch, `scale` the running mean of `|grad_a Q|`;
+- QIPO: `softmax_j(beta Q(s, a_j))` within each state's support set (actions drawn from the policy itself; not
+  computed here, since the support sets are not stored in the checkpoint).
+
+For every run given, on 256-example batches of its dataset, this prints the spread of `A`, the inverse temperature per
+unit of `Q` the weights use, and the weights' effective sample size as a fraction of the batch,
+`(sum w)^2 / (n sum w^2)` (1 = uniform, i.e. behaviour cloning; small = a few examples dominate).
+
+    python scripts/policy_weights.py runs/results/halfcheetah-iql runs/results/halfcheetah-flowq
+"""
+
+import argparse
+import sys
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rl.agents import get_agent
+from rl.agents.common import min_q
+from rl.trainer import CHECKPOINT_FILE, init_carry, load_checkpoint, load_named_dataset, load_run_config, seed_state
+
+
+def effective_fraction(log_w: np.ndarray) -> float:
+    """`(sum w)^2 / (n sum w^2)` of weights given by their logarithms (one batch), computed stably."""
+    w = np.exp(log_w - log_w.max())
+    return float(w.sum() ** 2 / (len(w) * np.sum(w**2)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories of iql or flowq (written by python -m rl.train)")
+    parser.add_argument("--batches", type=int, default=200, help="256-example batches to average over")
+    args = parser.parse_args(argv)
+    print(f"{'run':<45} {'seed':>4} {'std A':>7} {'1/temp per Q':>13} {'ESS / batch':>12}")
+    for run in args.runs:
+        config = load_run_config(run)
+        if config.agent not in ("iql", "flowq"):
+            sys.exit(f"{run}: only iql and flowq runs have advantage weights on dataset actions (got {config.agent})")
+        agent = get_agent(config.agent)
+        dataset = load_named_dataset(config.dataset)
+        like = eqx.filter_eval_shape(
+            init_carry, agent, config.agent_config, config.seeds, obs_dim=dataset.obs_dim, act_dim=dataset.act_dim
+        )
+        carry, _ = load_checkpoint(f"{run}/{CHECKPOINT_FILE}", like)
+        data = dataset.normalized_transitions()
+        cfg = config.agent_config
+        for i, seed in enumerate(config.seeds):
+            state = seed_state(carry.agent, i)
+            index = jax.random.randint(jax.random.key(seed), (args.batches, 256), 0, len(dataset))
+            obs, action = data.obs[index.reshape(-1)], data.action[index.reshape(-1)]
+            q_net = state.critic.q_target if config.agent == "flowq" else state.critic.q
+            adv = np.asarray(min_q(q_net, obs, action) - jax.vmap(state.critic.value)(obs)).reshape(args.batches, 256)
+            if config.agent == "iql":
+                per_q = cfg.temperature
+                log_w = np.minimum(per_q * adv, np.log(cfg.max_weight))
+            else:
+                per_q = cfg.beta / float(jnp.asarray(state.energy_scale)) if cfg.weighted else 0.0
+                log_w = per_q * adv
+            ess = np.mean([effective_fraction(row) for row in log_w])
+            print(f"{run:<45} {seed:>4} {adv.std():>7.3f} {per_q:>13.3f} {ess:>12.3f}")
+
+
+if __name__ == "__main__":
+    main()
