@@ -232,27 +232,25 @@ def render(args, table, datasets, commands, seconds) -> str:
         "brackets). The datasets are our own Gymnasium-v5 versions of D4RL's `medium` recipe (below), so compare",
         "orderings and margins with published D4RL numbers, never the values themselves.",
         "",
-        "| dataset | behaviour data | " + " | ".join(names[a] for a in args.agents) + " |",
-        "|---|---|" + "---|" * len(args.agents),
     ]
-    for env in args.envs:
-        cells = []
-        for agent in args.agents:
-            r = table.get((env, agent))
-            cells.append(
-                "—" if r is None else f"{r['mean']:.1f} ± {r['std']:.1f} ({', '.join(str(x) for x in r['per_seed'])})"
-            )
-        lines.append(f"| {env}-medium | {datasets[env]['normalized_return']:.1f} | " + " | ".join(cells) + " |")
     data_average = sum(d["normalized_return"] for d in datasets.values()) / len(datasets)
 
-    def average_row(key: str) -> str:
+    def score_table(key: str, cell) -> list[str]:
+        """One row per dataset (`cell(run)` per agent, "—" for a missing run), then the average of `key`."""
+        rows = ["| dataset | behaviour data | " + " | ".join(names[a] for a in args.agents) + " |",
+                "|---|---|" + "---|" * len(args.agents)]
+        for env in args.envs:
+            cells = ["—" if (env, a) not in table else cell(table[(env, a)]) for a in args.agents]
+            rows.append(f"| {env}-medium | {datasets[env]['normalized_return']:.1f} | " + " | ".join(cells) + " |")
         averages = []
         for agent in args.agents:
             vals = [table[(e, agent)][key] for e in args.envs if (e, agent) in table]
             averages.append(f"{sum(vals) / len(vals):.1f}" if len(vals) == len(args.envs) else "—")
-        return f"| **average** | {data_average:.1f} | " + " | ".join(averages) + " |"
+        return rows + [f"| **average** | {data_average:.1f} | " + " | ".join(averages) + " |"]
 
-    lines.append(average_row("mean"))
+    lines += score_table(
+        "mean", lambda r: f"{r['mean']:.1f} ± {r['std']:.1f} ({', '.join(str(x) for x in r['per_seed'])})"
+    )
     last_steps = sorted({tuple(r["last_steps"]) for r in table.values()})
     lines += [
         "",
@@ -260,16 +258,8 @@ def render(args, table, datasets, commands, seconds) -> str:
         "so the same runs scored by each seed's mean over its last "
         f"{LAST} evaluations ({' / '.join(', '.join(str(x) for x in t) for t in last_steps)} updates):",
         "",
-        "| dataset | behaviour data | " + " | ".join(names[a] for a in args.agents) + " |",
-        "|---|---|" + "---|" * len(args.agents),
     ]
-    for env in args.envs:
-        cells = []
-        for agent in args.agents:
-            r = table.get((env, agent))
-            cells.append("—" if r is None else f"{r['last_mean']:.1f} ± {r['last_std']:.1f}")
-        lines.append(f"| {env}-medium | {datasets[env]['normalized_return']:.1f} | " + " | ".join(cells) + " |")
-    lines.append(average_row("last_mean"))
+    lines += score_table("last_mean", lambda r: f"{r['last_mean']:.1f} ± {r['last_std']:.1f}")
     steps = sorted({r["step"] for r in table.values()})
     lines += [
         "",
