@@ -354,21 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _evaluate_command(args, overrides, parser)
 
     if args.resume is not None:
-        given = [
-            name
-            for name in (
-                "agent", "dataset", "seed", "seeds", "eval_every", "eval_episodes", "checkpoint_every", "run_dir"
-            )
-            if getattr(args, name) is not None
-        ]
-        if given or overrides["agent"] or overrides["train"]:
-            changed = [f"--{n.replace('_', '-')}" for n in given] + [
-                f"--{g}.{k}" for g in ("agent", "train") for k in overrides[g]
-            ]
-            parser.error(
-                f"--resume continues a run with its saved config; only --steps and --no-progress may be given "
-                f"(got {', '.join(changed)})"
-            )
+        _refuse_other_options(
+            args,
+            overrides,
+            parser,
+            allowed=("resume", "steps"),
+            why="--resume continues a run with its saved config; only --steps and --no-progress may be given",
+        )
         try:
             config = load_run_config(args.resume)
         except (FileNotFoundError, ValueError) as e:
@@ -453,25 +445,41 @@ def _default_run_dir(agent: str, dataset: str) -> Path:
     return Path("runs") / f"{agent}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+_RUN_OPTIONS = (
+    "agent", "dataset", "seed", "seeds", "steps", "eval_every", "eval_episodes", "checkpoint_every", "run_dir", "resume"
+)
+"""The options that set up a run (`--no-progress` and `--print-config` are allowed with every mode)."""
+
+
+def _refuse_other_options(
+    args: argparse.Namespace,
+    overrides: dict[str, dict[str, str]],
+    parser: argparse.ArgumentParser,
+    *,
+    allowed: Sequence[str],
+    why: str,
+) -> None:
+    """Exit with `why` and the offending options if any run option or override group outside `allowed` was given
+    (`allowed` names options as in `_RUN_OPTIONS` and override groups as `"agent."` / `"train."`)."""
+    given = [f"--{n.replace('_', '-')}" for n in _RUN_OPTIONS if n not in allowed and getattr(args, n) is not None]
+    given += [f"--{g}.{k}" for g in ("agent", "train") if f"{g}." not in allowed for k in overrides[g]]
+    if given:
+        parser.error(f"{why} (got {', '.join(given)})")
+
+
 def _evaluate_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]], parser) -> int:
     """`--evaluate RUN_DIR`: evaluate a run's checkpoint again, with optional action-time overrides."""
     import numpy as np
 
     from rl.trainer import evaluate_run, load_named_dataset, load_run_config
 
-    given = [
-        name
-        for name in (
-            "agent", "dataset", "seed", "seeds", "steps", "eval_every", "checkpoint_every", "run_dir", "resume"
-        )
-        if getattr(args, name) is not None
-    ]
-    if given or overrides["train"]:
-        changed = [f"--{n.replace('_', '-')}" for n in given] + [f"--train.{k}" for k in overrides["train"]]
-        parser.error(
-            "--evaluate takes only --eval-episodes and --agent.FIELD=VALUE overrides "
-            f"(got {', '.join(changed)})"
-        )
+    _refuse_other_options(
+        args,
+        overrides,
+        parser,
+        allowed=("eval_episodes", "agent."),
+        why="--evaluate takes only --eval-episodes and --agent.FIELD=VALUE overrides",
+    )
     try:
         config = load_run_config(args.evaluate)
         agent_config = apply_overrides(config.agent_config, overrides["agent"], prefix="agent")

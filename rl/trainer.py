@@ -419,13 +419,10 @@ def make_chunk_fn(
     batch_sharding = None if mesh is None else NamedSharding(mesh, PartitionSpec("data"))
     replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
 
-    def run_seed(
-        carry: Carry, step: Array | None, data: Transitions, length: int
-    ) -> tuple[Carry, dict[str, Array]]:
-        if step is not None:
-            # one step counter for all seeds, unbatched under `vmap`: a phase switch on it (`lax.cond`, as in QIPO's
-            # warm-up) then runs only its taken branch, where a per-seed (batched) predicate would run both
-            carry = eqx.tree_at(lambda c: c.agent.step, carry, step)
+    def run_seed(carry: Carry, step: Array, data: Transitions, length: int) -> tuple[Carry, dict[str, Array]]:
+        # one step counter for all seeds, unbatched under `vmap`: a phase switch on it (`lax.cond`, as in QIPO's
+        # warm-up) then runs only its taken branch, where a per-seed (batched) predicate would run both
+        carry = eqx.tree_at(lambda c: c.agent.step, carry, step)
         n = data.reward.shape[0]
         dynamic, static = eqx.partition(carry, eqx.is_array)  # scan carries arrays only
 
@@ -444,8 +441,9 @@ def make_chunk_fn(
 
     @eqx.filter_jit
     def chunk(carry: Carry, data: Transitions, length: int) -> tuple[Carry, dict[str, Array]]:
-        # the seeds always train together, so they share one step (taken from the first; `init_carry` stacks equal ones)
-        step = carry.agent.step[0] if isinstance(getattr(carry.agent, "step", None), jax.Array) else None
+        # the seeds always train together, so they share one step (every agent state has one, see rl.agents.base;
+        # `init_carry` stacks equal ones): take the first
+        step = carry.agent.step[0]
         carry, infos = eqx.filter_vmap(run_seed, in_axes=(eqx.if_array(0), None, None, None))(
             carry, step, data, length
         )
@@ -782,9 +780,8 @@ def evaluate_run(
     try:
         carry, step = load_checkpoint(run_dir / CHECKPOINT_FILE, like)
     except RuntimeError as e:
-        changed = {
-            k: v for k, v in config_to_dict(agent_config).items() if config_to_dict(config.agent_config)[k] != v
-        }
+        saved = config_to_dict(config.agent_config)
+        changed = {k: v for k, v in config_to_dict(agent_config).items() if saved[k] != v}
         raise ValueError(
             f"the run's checkpoint does not fit the agent config changed by {changed}: only settings that leave "
             "the networks' shapes alone (e.g. best_of_n, sample_steps, solver) can change at evaluation"

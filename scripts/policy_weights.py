@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rl.agents import get_agent
-from rl.agents.common import min_q
+from rl.agents.common import min_q, state_values
 from rl.trainer import CHECKPOINT_FILE, init_carry, load_checkpoint, load_named_dataset, load_run_config, seed_state
 
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
             index = jax.random.randint(jax.random.key(seed), (args.batches, 256), 0, len(dataset))
             obs, action = data.obs[index.reshape(-1)], data.action[index.reshape(-1)]
             q_net = state.critic.q_target if config.agent == "flowq" else state.critic.q
-            adv = np.asarray(min_q(q_net, obs, action) - jax.vmap(state.critic.value)(obs)).reshape(args.batches, 256)
+            adv = np.asarray(min_q(q_net, obs, action) - state_values(state.critic.value, obs))
+            adv = adv.reshape(args.batches, 256)
             if config.agent == "iql":
                 per_q = cfg.temperature
                 log_w = np.minimum(per_q * adv, np.log(cfg.max_weight))

@@ -3,8 +3,10 @@
 An agent module (`rl/agents/<name>.py`) exposes:
 
 - `Config`: a frozen dataclass; every field documented, defaults are the ones results are reported with.
-- `init(config, *, obs_dim, act_dim, key) -> State`: networks, optimiser states, target networks and a step counter,
-  all in one `eqx.Module` pytree (`State`), with the config as a static field so `update`/`act` need nothing else.
+- `init(config, *, obs_dim, act_dim, key) -> State`: networks, optimiser states, target networks and a step counter
+  `step` (an int32 scalar, advanced by one per `update`; the trainer keeps it shared, unbatched, across vmapped
+  seeds), all in one `eqx.Module` pytree (`State`), with the config as a static field so `update`/`act` need nothing
+  else.
 - `update(state, batch, *, key) -> (State, dict[str, Array])`: one gradient update on a batch of `rl.data.Transitions`;
   pure and jittable (the trainer scans it); the dict holds scalar diagnostics (losses, Q means, ...).
 - `act(state, obs, *, key) -> actions`: batched actions `[n, act_dim]` in `[-1, 1]` for normalised observations
