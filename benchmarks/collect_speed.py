@@ -6,7 +6,7 @@
 
 It runs the command line exactly as a user would (`rl.collect.main`, default settings: 10
 synchronous environments, no action noise) into a temporary `MINARI_DATASETS_PATH`, and prints the
-wall time and transitions per second. Then it evaluates the same policy with `rl.evaluate`
+wall time and transitions per second. Then it evaluates the same policy with `rl.envs.evaluate`
 (deterministic, episodes seeded 0..N-1, which the dataset's episodes are not) and compares the
 dataset's mean episode return with the evaluated one: the difference is given in units of its
 standard error, so |z| below about 2 means the dataset's episodes behave like the policy's.
@@ -43,8 +43,8 @@ def main(argv=None):
         os.environ["RL_DATA_CACHE_DIR"] = os.path.join(root, "cache")
         from rl.behavior import load_behavior_policy
         from rl.collect import main as collect
-        from rl.data import load_dataset, normalized_score, ref_scores_for
-        from rl.evaluate import evaluate
+        from rl.data import load_dataset
+        from rl.envs import evaluate, normalized_score, ref_scores_for
 
         start = time.perf_counter()
         collect(["medium", "--policy", args.policy, "--steps", str(args.steps), "--dataset-id", "bench/env/medium-v0", "--no-progress"])

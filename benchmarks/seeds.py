@@ -3,7 +3,7 @@
 `python -m rl.train --seeds 0,1,...` trains the seeds together: `init` and the scanned chunk of updates are vmapped
 over seeds, so they share one compiled program and each matrix multiply works on N seeds at once. The alternative is
 N separate runs, each as fast as one seed: N times the single-seed per-update time. This script measures both with
-the trainer's own chunk (`rl.trainer.make_chunk_fn`), one right after the other, in alternation, so that a busier
+the trainer's own chunk (`rl.train.chunk.make_chunk_fn`), one right after the other, in alternation, so that a busier
 moment of a shared machine falls on both; it reports the best time of each (the one least disturbed by other work) and
 
     ratio = (time of one update of N vmapped seeds) / (N x time of one update of one seed)
@@ -26,7 +26,7 @@ import time
 
 import jax
 
-from rl import trainer
+from rl.train import chunk as trainer
 from rl.agents import AGENTS, get_agent
 from rl.data import Transitions
 

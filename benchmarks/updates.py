@@ -1,6 +1,6 @@
 """Training speed of IQL, FlowQ and QIPO, and how it depends on the number of flow sampling steps.
 
-Every number is one update of the trainer's own compiled chunk (`rl.trainer.make_chunk_fn`: batches drawn inside
+Every number is one update of the trainer's own compiled chunk (`rl.train.chunk.make_chunk_fn`: batches drawn inside
 `jit`, `lax.scan` over the updates) on one seed, at the agents' default sizes (batch 256, HalfCheetah's 17-D
 observations and 6-D actions, random data: speed does not depend on the values). Compilation (the first chunk) is
 reported apart. Programs that are compared are timed in alternation, one right after the other, so that a busier
@@ -34,7 +34,7 @@ import time
 import equinox as eqx
 import jax
 
-from rl import trainer
+from rl.train import chunk as trainer
 from rl.agents import get_agent
 
 from seeds import synthetic_dataset  # noqa: E402  (benchmarks/ is the script's directory)

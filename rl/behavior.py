@@ -26,12 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rl.data.normalizer import Normalizer
+
 __all__ = ["BehaviorPolicy", "load_behavior_policy", "save_behavior_policy"]
 
 _ACTIVATIONS = ("relu", "tanh")
 _SQUASHES = ("tanh", "clip")
 _STRING_KEYS = ("hidden_activation", "output_squash", "env_id", "algo", "source")
 _LAYER_KEY = re.compile(r"^layer_(\d+)_([wb])$")
+# The first bytes of a zip archive (an .npz) holding files, or an empty one.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,13 @@ class BehaviorPolicy:
                 f"BehaviorPolicy for {self.env_id} expects observations of shape "
                 f"[n, {self.obs_dim}] or [{self.obs_dim}], got shape {obs.shape}."
             )
-        x = (batch.astype(np.float64) - self.obs_mean) / self.obs_std
+        x = self.normalizer.obs(batch.astype(np.float64))
         return np.clip(x, -self.obs_clip, self.obs_clip).astype(np.float32), single
+
+    @functools.cached_property
+    def normalizer(self) -> Normalizer:
+        """The file's observation statistics as a `rl.data.Normalizer` (float64, as the format says)."""
+        return Normalizer(np.asarray(self.obs_mean, np.float64), np.asarray(self.obs_std, np.float64))
 
     @functools.cached_property
     def _device_params(self) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
@@ -163,9 +172,16 @@ def load_behavior_policy(path: str | os.PathLike) -> BehaviorPolicy:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Behaviour policy file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head not in _ZIP_MAGIC:
+        raise ValueError(
+            f"Behaviour policy {path} is not a plain .npz file (a zip archive of .npy arrays, as np.savez "
+            f"writes); its first bytes are {head!r}."
+        )
     try:
         z = np.load(path, allow_pickle=False)
-    except Exception as e:  # not a zip/npz, or pickled content
+    except Exception as e:  # a damaged zip, or pickled content
         raise ValueError(
             f"Behaviour policy {path} is not a plain .npz file readable by "
             f"np.load(allow_pickle=False): {e}"

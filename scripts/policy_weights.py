@@ -18,14 +18,15 @@ unit of `Q` the weights use, and the weights' effective sample size as a fractio
 import argparse
 import sys
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl.agents import get_agent
-from rl.agents.common import min_q, state_values
-from rl.trainer import CHECKPOINT_FILE, init_carry, load_checkpoint, load_named_dataset, load_run_config, seed_state
+from rl.agents.nets import min_q, state_values
+from rl.data import Normalizer, load_named
+from rl.train import checkpoint, load_run_config, seed_state
+from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo
+from rl.train.loop import shapes_of
 
 
 def effective_fraction(log_w: np.ndarray) -> float:
@@ -44,13 +45,10 @@ def main(argv: list[str] | None = None) -> None:
         config = load_run_config(run)
         if config.agent not in ("iql", "flowq"):
             sys.exit(f"{run}: only iql and flowq runs have advantage weights on dataset actions (got {config.agent})")
-        agent = get_agent(config.agent)
-        dataset = load_named_dataset(config.dataset)
-        like = eqx.filter_eval_shape(
-            init_carry, agent, config.agent_config, config.seeds, obs_dim=dataset.obs_dim, act_dim=dataset.act_dim
-        )
-        carry, _ = load_checkpoint(f"{run}/{CHECKPOINT_FILE}", like)
-        data = dataset.normalized_transitions()
+        dataset = load_named(config.dataset)
+        like = shapes_of(config.agent, config.agent_config, config.seeds, DatasetInfo.load(run))
+        carry = checkpoint.load(run, like).carry
+        data = Normalizer.load(f"{run}/{NORMALIZER_FILE}").transitions(dataset.transitions)
         cfg = config.agent_config
         for i, seed in enumerate(config.seeds):
             state = seed_state(carry.agent, i)

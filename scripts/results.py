@@ -11,7 +11,7 @@ action noise (sigma 0.1, clipped), made by `python -m rl.collect`. The behaviour
 `../shared/policies` (see `docs/data.md`); pass `--policies DIR` to use others.
 
 Rewards are rescaled as in IQL's MuJoCo setup, `r * 1000 / (max episode return - min episode return)` of the
-dataset, for every agent (`--agent.reward_scale`, computed here and written into each command).
+dataset, for every agent: the data layer's default on Gymnasium datasets (`--data.reward=auto`).
 """
 
 import argparse
@@ -59,25 +59,17 @@ def make_datasets(args: argparse.Namespace) -> None:
         subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def reward_scale(env: str) -> float:
-    """IQL's MuJoCo reward scale: 1000 / (max - min) of the dataset's episode returns."""
-    from rl.data import load_dataset
-
-    returns = load_dataset(dataset_id(env), download=False).episode_returns
-    return float(1000.0 / (returns.max() - returns.min()))
-
-
 def run_dir(env: str, agent: str) -> Path:
     return RUNS / f"{env}-{agent}"
 
 
-def train_command(env: str, agent: str, args: argparse.Namespace, scale: float) -> list[str]:
+def train_command(env: str, agent: str, args: argparse.Namespace) -> list[str]:
     cmd = [
         sys.executable, "-m", "rl.train", "--agent", agent, "--dataset", dataset_id(env),
         "--seeds", ",".join(str(s) for s in args.seeds), "--steps", str(args.steps),
         "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
         "--checkpoint-every", str(args.eval_every), "--run-dir", str(run_dir(env, agent).relative_to(ROOT)),
-        "--no-progress", f"--agent.reward_scale={scale:.6g}",
+        "--no-progress",
     ]
     return cmd + list(args.extra)
 
@@ -93,10 +85,8 @@ def _final_step(directory: Path) -> int:
 
 def train(args: argparse.Namespace) -> None:
     commands = {}
-    scales = {env: reward_scale(env) for env in args.envs}
     for agent in args.agents:  # agent-major: the cheap baselines finish first
         for env in args.envs:
-            scale = scales[env]
             directory = run_dir(env, agent)
             if _final_step(directory) >= args.steps:
                 print(f"{directory.name}: done")
@@ -108,8 +98,8 @@ def train(args: argparse.Namespace) -> None:
                 if directory.exists():  # a run that died before its first checkpoint: start again
                     for path in sorted(directory.rglob("*"), reverse=True):
                         path.unlink() if path.is_file() else path.rmdir()
-                cmd = train_command(env, agent, args, scale)
-            commands[directory.name] = train_command(env, agent, args, scale)
+                cmd = train_command(env, agent, args)
+            commands[directory.name] = train_command(env, agent, args)
             print("$", shlex.join(cmd), flush=True)
             start = time.perf_counter()
             done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -293,7 +283,7 @@ def render(args, table, datasets, commands, seconds) -> str:
         lines.append(f"| `{dataset_id(env)}` | `{cmd}` | {d['transitions']} | {d['episodes']} | "
                      f"{d['normalized_return']:.1f} |")
     lines += ["", "Rewards are rescaled for every agent as IQL does on MuJoCo, `r * 1000 / (max - min episode return)`",
-              "of the dataset (`--agent.reward_scale`, in the commands above); all other settings are each agent's",
+              "of the dataset (the data layer's default, `--data.reward=auto`); all other settings are each agent's",
               "`Config` defaults.", ""]
     return "\n".join(lines)
 
@@ -352,12 +342,12 @@ see it for QIPO and not for FlowQ. What we found when we looked at FlowQ (and at
   weights then match IQL's temperature, ESS 0.03–0.06, while the guided shift stays within about 0.35 action
   units) gives 40.8 ± 0.1 (40.7, 40.9, 40.8) on halfcheetah instead of 38.5 ± 2.0: steadier and 2.3 points
   higher, but still 2.8 below IQL (`python -m rl.train --agent flowq --dataset results/halfcheetah/medium-v0
-  --seeds 0,1,2 --steps 50000 --eval-every 10000 --eval-episodes 10 --agent.reward_scale=0.179415
-  --agent.beta=16 --agent.schedule=power`). The defaults are kept (they are what the bandit demo and this table
+  --seeds 0,1,2 --steps 50000 --eval-every 10000 --eval-episodes 10 --agent.beta=16
+  --agent.lambda_schedule=power`). The defaults are kept (they are what the bandit demo and this table
   use); the stronger tilt is the first thing to try with a longer budget.
 - **Part of the gap is how a flow acts, not what it learned.** IQL acts with its Gaussian's mean; a flow samples
   its whole distribution, behaviour noise included. Re-scoring the same FlowQ checkpoints on the same episodes
-  (`python -m rl.train --evaluate runs/results/halfcheetah-flowq --agent.best_of_n=4`): best-of-4 by `Q` 41.6
+  (`python -m rl.train --evaluate runs/results/halfcheetah-flowq --agent.policy.best_of_n=4`): best-of-4 by `Q` 41.6
   (+3.1), 50 Euler steps instead of 10 40.5 (+2.0); on hopper best-of-4 changes nothing (34.7).
 - **The budget.** At 50 000 updates (5% of the papers' protocol) IQL is itself below the data on hopper and
   walker2d (its hopper score falls from 37.6 at 10 000 updates to 34.3), so the critic these agents share is

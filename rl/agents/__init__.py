@@ -1,7 +1,11 @@
-"""The agents, one module each: `iql` (baseline), `flowq` and `qipo`.
+"""The agents, one module each (`iql`, the baseline; `flowq`; `qipo`), and their registry.
 
-Each module follows the contract in `rl.agents.base` (`Config`, `init`, `update`, `act`). Modules are imported
-lazily by `get_agent`, so that importing `rl.agents` costs nothing.
+Each module follows the contract in `rl.agents.base` (`Config`, `RENAMED`, `State`, `init`, `update`, `act`); the
+parts they share live beside them: `critics` (IQL's critic and the softmax critic, `IQLCriticConfig`), `policies`
+(the flow policy, `FlowPolicyConfig`, and its `act`), `nets` (Q ensemble, value network) and `optim`.
+
+Adding an agent is one new module `rl/agents/<name>.py` and its name in `AGENTS`. Modules are imported lazily by
+`get_agent`, so that importing `rl.agents` costs nothing.
 """
 
 import importlib
@@ -20,7 +24,8 @@ def get_agent(name: str) -> ModuleType:
         name: one of `AGENTS` (`"flowq"`, `"qipo"`, `"iql"`).
 
     Returns:
-        The module, with `Config`, `init`, `update` and `act` (it satisfies `rl.agents.base.AgentModule`).
+        The module, with `Config`, `RENAMED`, `State`, `init`, `update` and `act` (it satisfies
+            `rl.agents.base.AgentModule`).
 
     Raises:
         ValueError: for a name that is not in `AGENTS`.

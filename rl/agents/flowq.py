@@ -1,16 +1,18 @@
 """FlowQ: an energy-guided flow policy (Alles, Chen, van der Smagt, Cseke 2025, arXiv 2505.14139).
 
-- Critic: IQL's (`rl.agents.common.update_iql_critic`), trained on dataset actions only, never on policy samples.
-- Policy: a conditional flow `v(a_t, t, s)` (`energyflow.MLPVelocity`) trained with `energyflow.energy_guided_loss`
-  on dataset actions, the energy of an action being `E(a; s) = -(Q(s, a) - V(s)) / scale`. The critic's parameters
-  are wrapped in `jax.lax.stop_gradient` where the energy is built, so the policy loss never trains the critic.
+- Critic: IQL's (`rl.agents.critics`), trained on dataset actions only, never on policy samples.
+- Policy: a conditional flow `v(a_t, t, s)` (`rl.agents.policies`) trained with `energyflow.energy_guided_loss` on
+  dataset actions, the energy of an action being `E(a; s) = -(min_i Q_target,i(s, a) - V(s)) / scale`. The critic's
+  parameters are wrapped in `jax.lax.stop_gradient` where the energy is built, so the policy loss never trains the
+  critic. The guided path bends each conditional path `noise -> a_data` along `-grad_a E` with strength `lambda_t`
+  (`lambda_1 = beta`), so that the flow learns `pi_beta(a | s) exp(-beta E(a; s))`.
 - Acting: the `energyflow` ODE sampler from noise (10 Euler steps by default), clipped to `[-1, 1]`; optionally
-  best-of-N by `Q`.
+  best-of-N by `Q` (`rl.agents.policies.act`).
 
 The policy update evaluates one energy gradient per example (plus a Hessian-vector product with
-`gradient="mean"`) and never runs the sampler, so its cost does not depend on `sample_steps`.
+`gradient="mean"`) and never runs the sampler, so its cost does not depend on `policy.sample_steps`.
 
-Our choices where the paper could not be read (see MATH section 4):
+Choices where the paper leaves room (derivations on the documentation's maths page, `docs/maths.md`):
 
 - The energy subtracts `V(s)`. For one state this adds a constant, which changes neither the guided path nor its
   gradient; it only matters for the optional weights `softmax(log Z_t)` over a batch of *different* states, where it
@@ -25,7 +27,7 @@ Our choices where the paper could not be read (see MATH section 4):
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -33,57 +35,42 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_guided_loss
+from rl.data import Transitions
 
-from .common import (
-    IQLCritic,
-    QEnsemble,
-    ValueNetwork,
-    apply_gradients,
-    best_of_n,
-    check_config,
-    init_iql_critic,
-    init_opt_state,
-    make_optimizer,
-    min_q,
-    sample_flow_actions,
-    stop_gradient,
-    update_iql_critic,
-)
+from .base import above, at_least, between, check_init, validate
+from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
+from .nets import QEnsemble, ValueNetwork
+from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
+from .policies import FlowPolicyConfig, act, init_flow_policy
 
-__all__ = ["Config", "State", "act", "action_gradient_norm", "guidance_path", "init", "policy_loss", "update"]
+__all__ = [
+    "RENAMED",
+    "Config",
+    "State",
+    "act",
+    "action_gradient_norm",
+    "guidance_path",
+    "init",
+    "policy_loss",
+    "update",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """FlowQ's settings; the defaults are the ones results are reported with."""
 
-    # discount gamma
-    discount: float = 0.99
-    # expectile tau of the IQL value regression
-    expectile: float = 0.7
-    # learning rate of critic, value and policy (Adam)
-    lr: float = 3e-4
-    # Polyak rate of the target Q network
-    polyak: float = 0.005
-    # hidden width and number of hidden layers of the critic and value MLPs
-    critic_width: int = 256
-    critic_depth: int = 2
-    # number of Q networks (twin Q; the energy uses the minimum of the target networks)
-    num_q: int = 2
-    # hidden width and number of hidden layers of the flow policy (energyflow.MLPVelocity)
-    policy_width: int = 256
-    policy_depth: int = 3
     # guidance strength lambda_1 = beta of the guided path (on the normalised energy, see normalize_energy); on the
     # built-in bandit (3000 updates, `python -m rl.train --demo`) beta = 3 puts 87% of the samples on the best mode
     beta: float = 3.0
     # lambda_t schedule of the guided path: "linear" (lambda_t = beta t), "constant", or "power" (lambda_t = beta t^p,
-    # p = schedule_power: the same endpoint, less bending of the paths at intermediate times)
-    schedule: str = "linear"
+    # p = lambda_power: the same endpoint, less bending of the paths at intermediate times)
+    lambda_schedule: Literal["linear", "constant", "power"] = "linear"
     # the exponent p of the "power" schedule
-    schedule_power: float = 4.0
+    lambda_power: float = 4.0
     # where the energy gradient is taken: "data" (at the dataset action; one gradient per example) or "mean"
     # (at the conditional mean alpha_t a_data, adds a Hessian-vector product per example)
-    gradient: str = "data"
+    gradient: Literal["data", "mean"] = "data"
     # weight examples by softmax(log Z_t) over the batch. This is what moves mass between modes: without it each
     # conditional path still ends at its own data action, the tilt acts only at intermediate times (and through
     # sigma_min), and on the bandit beta = 3 leaves 14% on the best mode (behaviour cloning: 13%; weighted: 100%)
@@ -91,7 +78,7 @@ class Config:
     # where those weights are taken: "endpoint" (softmax(-beta E(a_data)) / at t = 1: constant in time, so the weighted
     # mixture of guided conditionals ends exactly at pi_beta exp(beta Q / scale)) or "t" (softmax(log Z_t) at each
     # example's time, which under-tilts; see docs/efm-vs-guided.md)
-    weight_at: str = "endpoint"
+    weight_at: Literal["endpoint", "t"] = "endpoint"
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)
     sigma_min: float = 0.0
     # divide the energy by a running mean of |grad_a Q(s, a_data)| (beta then does not depend on the reward scale,
@@ -99,46 +86,48 @@ class Config:
     normalize_energy: bool = True
     # rate of that running mean (exponential moving average; the first batch sets it)
     scale_rate: float = 0.005
-    # Euler steps of the ODE sampler at evaluation (training cost does not depend on it)
-    sample_steps: int = 10
-    # ODE solver name passed to energyflow's sampler
-    solver: str = "euler"
-    # best-of-N by min Q at evaluation (1 = plain sampling)
-    best_of_n: int = 1
-    # the critic learns from reward_scale * r + reward_bias (1000 / return range of the dataset, as IQL does, is
-    # set by the results script per dataset)
-    reward_scale: float = 1.0
-    reward_bias: float = 0.0
+    # the critic: IQL's twin Q with a target ensemble and V by expectile regression
+    critic: IQLCriticConfig = dataclasses.field(default_factory=IQLCriticConfig)
+    # the flow policy: network, learning rate, sampling at evaluation
+    policy: FlowPolicyConfig = dataclasses.field(default_factory=FlowPolicyConfig)
 
     def __post_init__(self):
-        for name in ("discount", "expectile", "lr", "polyak", "beta", "schedule_power", "sigma_min", "scale_rate",
-                     "reward_scale",
-                     "reward_bias"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-        positive_int = (lambda v: isinstance(v, int) and v >= 1, "an int >= 1")
-        check_config(
+        validate(
             self,
             {
-                "discount": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-                "expectile": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
-                "lr": (lambda v: v > 0.0, "> 0"),
-                "polyak": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-                "critic_width": positive_int,
-                "critic_depth": positive_int,
-                "num_q": positive_int,
-                "policy_width": positive_int,
-                "policy_depth": positive_int,
-                "beta": (lambda v: v >= 0.0, ">= 0"),
-                "schedule": (lambda v: v in ("linear", "constant", "power"), "'linear', 'constant' or 'power'"),
-                "schedule_power": (lambda v: v > 0.0, "> 0"),
-                "gradient": (lambda v: v in ("data", "mean"), "'data' or 'mean'"),
-                "weight_at": (lambda v: v in ("endpoint", "t"), "'endpoint' or 't'"),
-                "sigma_min": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-                "scale_rate": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-                "sample_steps": positive_int,
-                "best_of_n": positive_int,
+                "beta": at_least(0.0),
+                "lambda_power": above(0.0),
+                "sigma_min": between(0.0, 1.0, open_hi=True),
+                "scale_rate": between(0.0, 1.0, open_lo=True),
             },
         )
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        """The demo's and the tests' sizes: every MLP 64 wide with 2 hidden layers, everything else default."""
+        return cls(critic=IQLCriticConfig(width=64, depth=2), policy=FlowPolicyConfig(width=64, depth=2))
+
+
+RENAMED: dict[str, str] = {
+    "discount": "critic.discount",
+    "expectile": "critic.expectile",
+    # `lr` used to set the critic and the policy alike; the policy's is `policy.lr`
+    "lr": "critic.lr",
+    "polyak": "critic.tau",
+    "critic_width": "critic.width",
+    "critic_depth": "critic.depth",
+    "num_q": "critic.num_q",
+    "policy_width": "policy.width",
+    "policy_depth": "policy.depth",
+    "sample_steps": "policy.sample_steps",
+    "solver": "policy.solver",
+    "best_of_n": "policy.best_of_n",
+    "schedule": "lambda_schedule",
+    "schedule_power": "lambda_power",
+    "reward_scale": "data.reward_scale",
+    "reward_bias": "data.reward_bias",
+}
+"""Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
 
 
 class State(eqx.Module):
@@ -159,9 +148,9 @@ def _power_schedule(t: Float[Array, ""], beta: float, power: float) -> Float[Arr
 
 def guidance_path(config: Config) -> GuidedGaussianPath:
     """The guided Gaussian path the policy regresses on."""
-    schedule = config.schedule
+    schedule = config.lambda_schedule
     if schedule == "power":
-        schedule = functools.partial(_power_schedule, power=config.schedule_power)
+        schedule = functools.partial(_power_schedule, power=config.lambda_power)
     return GuidedGaussianPath(
         CondOTScheduler(config.sigma_min), beta=config.beta, schedule=schedule, gradient=config.gradient
     )
@@ -176,27 +165,13 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
         act_dim: action size.
         key: randomness of the initial parameters.
     """
-    if not isinstance(config, Config):
-        raise TypeError(f"expected an rl.agents.flowq.Config, got {type(config).__name__}")
-    if obs_dim < 1 or act_dim < 1:
-        raise ValueError(f"obs_dim and act_dim must be >= 1, got obs_dim={obs_dim}, act_dim={act_dim}")
+    check_init(config, Config, obs_dim=obs_dim, act_dim=act_dim)
     kp, kc = jax.random.split(key)
-    policy = MLPVelocity(
-        act_dim, context_dim=obs_dim, width=config.policy_width, depth=config.policy_depth, key=kp
-    )
-    critic = init_iql_critic(
-        obs_dim,
-        act_dim,
-        width=config.critic_width,
-        depth=config.critic_depth,
-        num_q=config.num_q,
-        lr=config.lr,
-        key=kc,
-    )
+    policy = init_flow_policy(config.policy, obs_dim=obs_dim, act_dim=act_dim, key=kp)
     return State(
         policy=policy,
-        policy_opt_state=init_opt_state(make_optimizer(config.lr), policy),
-        critic=critic,
+        policy_opt_state=init_opt_state(make_optimizer(config.policy.lr), policy),
+        critic=init_iql_critic(config.critic, obs_dim=obs_dim, act_dim=act_dim, key=kc),
         energy_scale=jnp.ones(()),
         step=jnp.zeros((), jnp.int32),
         config=config,
@@ -248,28 +223,19 @@ def action_gradient_norm(
     return jnp.sqrt(jnp.sum(grads**2, axis=-1))
 
 
-def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
+def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
     """One FlowQ update: the IQL critic, the energy's running scale, then the guided flow-matching policy step.
 
     Args:
         state: the current state.
-        batch: `rl.data.Transitions` with normalised observations.
-        key: randomness of the flow-matching draws `(t, x0)`.
+        batch: `rl.data.Transitions` with normalised observations and transformed rewards.
+        key: randomness of the flow-matching draws `(t, a_0)`.
 
     Returns:
         The new state and scalar diagnostics.
     """
     config = state.config
-    critic, critic_info = update_iql_critic(
-        state.critic,
-        batch,
-        discount=config.discount,
-        expectile=config.expectile,
-        polyak=config.polyak,
-        lr=config.lr,
-        reward_scale=config.reward_scale,
-        reward_bias=config.reward_bias,
-    )
+    critic, critic_info = update_iql_critic(state.critic, batch, config.critic)
     if config.normalize_energy:
         batch_scale = jnp.maximum(jnp.mean(action_gradient_norm(critic.q_target, batch.obs, batch.action)), 1e-6)
         rate = jnp.where(state.step == 0, 1.0, config.scale_rate)
@@ -280,7 +246,7 @@ def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[
         state.policy, critic.q_target, critic.value, batch.obs, batch.action, energy_scale, config, key=key
     )
     policy, policy_opt_state = apply_gradients(
-        state.policy, state.policy_opt_state, grads, make_optimizer(config.lr)
+        state.policy, state.policy_opt_state, grads, make_optimizer(config.policy.lr)
     )
     new = State(
         policy=policy,
@@ -291,16 +257,3 @@ def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[
         config=config,
     )
     return new, {**critic_info, **policy_info, "energy_scale": energy_scale}
-
-
-def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
-    """Actions by ODE sampling of the flow policy (`sample_steps` steps), best-of-`best_of_n` by min Q, in `[-1, 1]`."""
-    config = state.config
-
-    def propose(k, s):
-        return sample_flow_actions(state.policy, s, key=k, steps=config.sample_steps, solver=config.solver)
-
-    def score(s, a):
-        return min_q(state.critic.q, s, a)
-
-    return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key)

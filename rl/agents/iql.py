@@ -1,18 +1,22 @@
 """IQL, the baseline: Implicit Q-Learning (Kostrikov, Nair, Levine 2021, arXiv 2110.06169).
 
-The critic never queries actions outside the dataset: `V(s)` is the `tau`-expectile of `Q(s, a_data)`, and
-`Q(s, a) -> r + gamma (1 - terminal) V(s')` (`rl.agents.common.update_iql_critic`). The policy is extracted by
-advantage-weighted regression (AWR): maximise `exp(temperature (Q(s, a) - V(s))) log pi(a | s)` over dataset
-actions, weights clipped at `max_weight`.
+- Critic (`rl.agents.critics`): it never queries actions outside the dataset. `V(s)` is the expectile of
+  `Q(s, a_data)`, and `Q(s, a) -> r + gamma (1 - terminal) V(s')`, with a Polyak-averaged target ensemble.
+- Policy extraction by advantage-weighted regression (AWR): maximise
+  `mean(min(exp(temperature (Q_target(s, a) - V(s))), max_weight) log pi(a | s))` over dataset actions; the critic
+  enters only through these weights (no gradient).
+- Policies, as in the paper's MuJoCo setup: a Gaussian whose mean is `tanh` of an MLP and whose log-std is one
+  state-independent vector (not a squashed distribution; actions are the mean at evaluation), or a deterministic
+  `tanh` MLP trained by weighted regression `exp(...) |mu(s) - a|^2`.
 
-Policies, as in the paper's MuJoCo setup: a Gaussian whose mean is `tanh` of an MLP and whose log-std is one
-state-independent vector (not a squashed distribution; actions are the mean at evaluation), or a deterministic
-`tanh` MLP trained by weighted regression `exp(...) |mu(s) - a|^2`.
+One `update` is: the critic's value step, its Q step and its target step, then the actor step against the new `V`
+and the (new) target `Q`, as in IQL's reference implementation. The maths is on the documentation's maths page
+(`docs/maths.md`).
 """
 
 import dataclasses
 import math
-from typing import Any
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -20,77 +24,100 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from .common import (
-    IQLCritic,
-    apply_gradients,
-    check_config,
-    init_iql_critic,
-    init_opt_state,
-    make_optimizer,
-    min_q,
-    state_values,
-    stop_gradient,
-    update_iql_critic,
-)
+from rl.data import Transitions
 
-__all__ = ["Config", "GaussianPolicy", "State", "act", "actor_loss", "awr_weights", "init", "update"]
+from .base import above, at_least, check_init, validate
+from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
+from .nets import min_q, state_values
+from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
+
+__all__ = [
+    "RENAMED",
+    "Config",
+    "GaussianPolicy",
+    "GaussianPolicyConfig",
+    "State",
+    "act",
+    "actor_loss",
+    "awr_weights",
+    "init",
+    "update",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianPolicyConfig:
+    """IQL's actor (nested as `policy` in IQL's `Config`)."""
+
+    # "gaussian": N(tanh(MLP(s)), diag(exp(log_std))^2) with one state-independent log-std vector, fitted by weighted
+    # log-likelihood; "deterministic": tanh(MLP(s)) fitted by weighted squared error
+    kind: Literal["gaussian", "deterministic"] = "gaussian"
+    # hidden width of the actor MLP
+    width: int = 256
+    # number of hidden layers of the actor MLP
+    depth: int = 2
+    # learning rate of the actor (Adam)
+    lr: float = 3e-4
+    # cosine decay of the actor's learning rate over this many updates (the paper decays over its 1M updates;
+    # 0 = constant, since our budgets vary: set it to the run length to follow the paper)
+    decay_steps: int = 0
+    # lower bound of the Gaussian's log-std
+    log_std_min: float = -5.0
+    # upper bound of the Gaussian's log-std
+    log_std_max: float = 2.0
+
+    def __post_init__(self):
+        validate(
+            self,
+            {
+                "width": at_least(1),
+                "depth": at_least(1),
+                "lr": above(0.0),
+                "decay_steps": at_least(0),
+                "log_std_max": (lambda v: v > self.log_std_min, "> log_std_min"),
+            },
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """IQL's settings; the defaults are the paper's MuJoCo locomotion ones (and the ones results are reported with)."""
 
-    # discount gamma
-    discount: float = 0.99
-    # expectile tau of the value regression (0.5 = SARSA-like mean, -> 1 = max over dataset actions)
-    expectile: float = 0.7
     # inverse temperature of the advantage weights exp(temperature * (Q - V)) (the paper's beta)
     temperature: float = 3.0
     # AWR weights are clipped at this value (the paper's 100)
     max_weight: float = 100.0
-    # "gaussian": state-independent log-std Gaussian, mean tanh(MLP); "deterministic": tanh(MLP) with weighted MSE
-    policy: str = "gaussian"
-    # learning rate of critic, value and actor (Adam)
-    lr: float = 3e-4
-    # cosine decay of the actor's learning rate over this many updates (the paper decays over its 1M updates;
-    # 0 = constant, since our budgets vary: set it to the run length to follow the paper)
-    actor_decay_steps: int = 0
-    # Polyak rate of the target Q network
-    polyak: float = 0.005
-    # hidden width and number of hidden layers of the critic, value and actor MLPs
-    width: int = 256
-    depth: int = 2
-    # number of Q networks (twin Q; the target is their minimum)
-    num_q: int = 2
-    # bounds of the Gaussian's log-std
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    # the critic learns from reward_scale * r + reward_bias (the paper rescales MuJoCo rewards by
-    # 1000 / (max episode return - min episode return) of the dataset; the results script sets this per dataset)
-    reward_scale: float = 1.0
-    reward_bias: float = 0.0
+    # the critic: twin Q with a target ensemble, V by expectile regression
+    critic: IQLCriticConfig = dataclasses.field(default_factory=IQLCriticConfig)
+    # the actor
+    policy: GaussianPolicyConfig = dataclasses.field(default_factory=GaussianPolicyConfig)
 
     def __post_init__(self):
-        for name in ("discount", "expectile", "temperature", "max_weight", "lr", "polyak", "log_std_min",
-                     "log_std_max", "reward_scale", "reward_bias"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-        check_config(
-            self,
-            {
-                "discount": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-                "expectile": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
-                "temperature": (lambda v: v >= 0.0, ">= 0"),
-                "max_weight": (lambda v: v > 0.0, "> 0"),
-                "policy": (lambda v: v in ("gaussian", "deterministic"), "'gaussian' or 'deterministic'"),
-                "lr": (lambda v: v > 0.0, "> 0"),
-                "actor_decay_steps": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
-                "polyak": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-                "width": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
-                "depth": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
-                "num_q": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
-                "log_std_max": (lambda v: v > self.log_std_min, "> log_std_min"),
-            },
-        )
+        validate(self, {"temperature": at_least(0.0), "max_weight": above(0.0)})
+
+    @classmethod
+    def tiny(cls) -> "Config":
+        """The demo's and the tests' sizes: every MLP 64 wide with 2 hidden layers, everything else default."""
+        return cls(critic=IQLCriticConfig(width=64, depth=2), policy=GaussianPolicyConfig(width=64, depth=2))
+
+
+RENAMED: dict[str, str] = {
+    "discount": "critic.discount",
+    "expectile": "critic.expectile",
+    # `lr`, `width` and `depth` used to set the critic and the actor alike; the actor's are `policy.lr`, ...
+    "lr": "critic.lr",
+    "polyak": "critic.tau",
+    "width": "critic.width",
+    "depth": "critic.depth",
+    "num_q": "critic.num_q",
+    "policy": "policy.kind",
+    "actor_decay_steps": "policy.decay_steps",
+    "log_std_min": "policy.log_std_min",
+    "log_std_max": "policy.log_std_max",
+    "reward_scale": "data.reward_scale",
+    "reward_bias": "data.reward_bias",
+}
+"""Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
 
 
 class GaussianPolicy(eqx.Module):
@@ -128,8 +155,8 @@ class State(eqx.Module):
     config: Config = eqx.field(static=True)
 
 
-def _actor_optimizer(config: Config) -> optax.GradientTransformation:
-    return make_optimizer(config.lr, decay_steps=config.actor_decay_steps)
+def _actor_optimizer(config: GaussianPolicyConfig) -> optax.GradientTransformation:
+    return make_optimizer(config.lr, decay_steps=config.decay_steps)
 
 
 def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> State:
@@ -141,21 +168,16 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
         act_dim: action size.
         key: randomness of the initial parameters.
     """
-    if not isinstance(config, Config):
-        raise TypeError(f"expected an rl.agents.iql.Config, got {type(config).__name__}")
-    if obs_dim < 1 or act_dim < 1:
-        raise ValueError(f"obs_dim and act_dim must be >= 1, got obs_dim={obs_dim}, act_dim={act_dim}")
+    check_init(config, Config, obs_dim=obs_dim, act_dim=act_dim)
     kp, kc = jax.random.split(key)
+    p = config.policy
     policy = GaussianPolicy(
-        obs_dim, act_dim, width=config.width, depth=config.depth, deterministic=config.policy == "deterministic", key=kp
-    )
-    critic = init_iql_critic(
-        obs_dim, act_dim, width=config.width, depth=config.depth, num_q=config.num_q, lr=config.lr, key=kc
+        obs_dim, act_dim, width=p.width, depth=p.depth, deterministic=p.kind == "deterministic", key=kp
     )
     return State(
         policy=policy,
-        policy_opt_state=init_opt_state(_actor_optimizer(config), policy),
-        critic=critic,
+        policy_opt_state=init_opt_state(_actor_optimizer(p), policy),
+        critic=init_iql_critic(config.critic, obs_dim=obs_dim, act_dim=act_dim, key=kc),
         step=jnp.zeros((), jnp.int32),
         config=config,
     )
@@ -182,17 +204,18 @@ def actor_loss(
     if policy.deterministic:
         fit = -jnp.sum((jax.vmap(policy.mean)(obs) - action) ** 2, axis=-1)
     else:
-        fit = jax.vmap(lambda s, a: policy.log_prob(s, a, config.log_std_min, config.log_std_max))(obs, action)
+        lo, hi = config.policy.log_std_min, config.policy.log_std_max
+        fit = jax.vmap(lambda s, a: policy.log_prob(s, a, lo, hi))(obs, action)
     loss = -jnp.mean(weights * fit)
     return loss, {"actor_loss": loss, "adv_mean": jnp.mean(q - v), "weight_mean": jnp.mean(weights)}
 
 
-def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
-    """One IQL update: value, actor (with the new value), Q, target network.
+def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
+    """One IQL update: value, Q and target network, then the actor (with the new value).
 
     Args:
         state: the current state.
-        batch: `rl.data.Transitions` with normalised observations.
+        batch: `rl.data.Transitions` with normalised observations and transformed rewards.
         key: unused (IQL's update is deterministic); kept for the common contract.
 
     Returns:
@@ -200,24 +223,15 @@ def update(state: State, batch: Any, *, key: PRNGKeyArray) -> tuple[State, dict[
     """
     del key
     config = state.config
-    critic, critic_info = update_iql_critic(
-        state.critic,
-        batch,
-        discount=config.discount,
-        expectile=config.expectile,
-        polyak=config.polyak,
-        lr=config.lr,
-        reward_scale=config.reward_scale,
-        reward_bias=config.reward_bias,
-    )
+    critic, critic_info = update_iql_critic(state.critic, batch, config.critic)
     # The actor uses the freshly updated V and the target Q, as in IQL's reference implementation.
     (_, actor_info), grads = eqx.filter_value_and_grad(actor_loss, has_aux=True)(
         state.policy, critic, batch.obs, batch.action, config
     )
-    policy, policy_opt_state = apply_gradients(state.policy, state.policy_opt_state, grads, _actor_optimizer(config))
-    new = State(
-        policy=policy, policy_opt_state=policy_opt_state, critic=critic, step=state.step + 1, config=config
+    policy, policy_opt_state = apply_gradients(
+        state.policy, state.policy_opt_state, grads, _actor_optimizer(config.policy)
     )
+    new = State(policy=policy, policy_opt_state=policy_opt_state, critic=critic, step=state.step + 1, config=config)
     return new, {**critic_info, **actor_info}
 
 

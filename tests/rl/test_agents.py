@@ -1,13 +1,15 @@
-"""Unit tests of the agents' loss pieces, phases and contract (FlowQ, QIPO, IQL).
+"""Unit tests of the agents' shared parts, loss pieces, phases and configs (FlowQ, QIPO, IQL).
 
 Networks are tiny (width 32) and each agent's update is compiled once per module: a `lax.scan` over `CHUNK`
 updates on one fixed batch, called repeatedly. Everything is seeded; the few statistical checks (losses going down on
 a fixed batch) compare means over windows of 20 updates with wide margins, so they do not depend on the exact
-floating-point path.
+floating-point path. The contract every registered agent follows (init, update, act, checkpoint, resume) is tested
+in `test_contract.py`.
 """
 
 import dataclasses
 import functools
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -16,33 +18,36 @@ import numpy as np
 import pytest
 
 from rl.agents import flowq, iql, qipo
-from rl.agents.common import (
+from rl.agents.base import at_least, between, check_init, validate
+from rl.agents.critics import (
     IQLCritic,
-    QEnsemble,
-    ValueNetwork,
-    best_of_n,
+    IQLCriticConfig,
     expectile_loss,
-    iql_q_target,
     init_iql_critic,
-    min_q,
-    polyak_update,
+    iql_q_target,
+    softmax_critic_target,
+    softmax_q_value,
     td_target,
     value_loss,
 )
+from rl.agents.iql import GaussianPolicyConfig
+from rl.agents.nets import QEnsemble, ValueNetwork, min_q
+from rl.agents.optim import polyak_update
+from rl.agents.policies import FlowPolicyConfig, best_of_n
 from rl.data import Transitions
 
 OBS_DIM, ACT_DIM, BATCH = 3, 2, 32
 CHUNK = 20
 
+CRITIC = IQLCriticConfig(lr=2e-3, width=32)
+FLOW = FlowPolicyConfig(lr=2e-3, width=32, depth=2, sample_steps=3)
 TINY = {
-    "iql": iql.Config(lr=2e-3, width=32),
-    "flowq": flowq.Config(lr=2e-3, critic_width=32, policy_width=32, policy_depth=2, sample_steps=3),
+    "iql": iql.Config(critic=CRITIC, policy=GaussianPolicyConfig(lr=2e-3, width=32)),
+    "flowq": flowq.Config(critic=CRITIC, policy=FLOW),
     "qipo": qipo.Config(
-        critic="softmax",  # the default critic is IQL's, tested with the other agents; keep this path exercised
-        lr=2e-3,
-        critic_width=32,
-        policy_width=32,
-        policy_depth=2,
+        critic_loss="softmax",  # the default critic is IQL's, tested with the other agents; keep this path exercised
+        critic=CRITIC,
+        policy=FLOW,
         warmup_steps=CHUNK,
         renew_every=4,
         pool_size=16,
@@ -50,7 +55,6 @@ TINY = {
         critic_candidates=4,
         policy_batch=8,
         support_steps=3,
-        sample_steps=3,
     ),
 }
 MODULES = {"iql": iql, "flowq": flowq, "qipo": qipo}
@@ -144,15 +148,16 @@ def test_td_target_by_hand():
 
 def test_iql_q_target_by_hand(batch):
     value = ValueNetwork(OBS_DIM, width=8, depth=1, key=jax.random.key(3))
-    target = iql_q_target(value, batch, discount=0.9, reward_scale=2.0, reward_bias=-1.0)
+    target = iql_q_target(value, batch, discount=0.9)
     for i in range(4):
         v_next = float(value(batch.next_obs[i]))
-        expected = 2.0 * float(batch.reward[i]) - 1.0 + 0.9 * (1.0 - float(batch.terminal[i])) * v_next
+        expected = float(batch.reward[i]) + 0.9 * (1.0 - float(batch.terminal[i])) * v_next
         assert abs(float(target[i]) - expected) < 1e-5
 
 
 def test_iql_value_loss_uses_the_min_of_the_target_ensemble(batch):
-    critic = init_iql_critic(OBS_DIM, ACT_DIM, width=8, depth=1, num_q=2, lr=1e-3, key=jax.random.key(4))
+    config = IQLCriticConfig(width=8, depth=1, num_q=2, lr=1e-3)
+    critic = init_iql_critic(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(4))
     loss, _ = value_loss(critic.value, critic.q_target, batch.obs, batch.action, expectile=0.7)
     qs = jax.vmap(critic.q_target)(batch.obs, batch.action)
     diff = jnp.min(qs, axis=-1) - jax.vmap(critic.value)(batch.obs)
@@ -162,32 +167,30 @@ def test_iql_value_loss_uses_the_min_of_the_target_ensemble(batch):
 
 def test_softmax_q_value_limits():
     q = jnp.array([[1.0, 2.0, 6.0], [-3.0, 0.0, 0.5]])
-    np.testing.assert_allclose(qipo.softmax_q_value(q, 0.0), jnp.mean(q, axis=-1), rtol=1e-6)
-    np.testing.assert_allclose(qipo.softmax_q_value(q, 1e4), jnp.max(q, axis=-1), rtol=1e-5)
-    middle = qipo.softmax_q_value(q, 1.0)
+    np.testing.assert_allclose(softmax_q_value(q, 0.0), jnp.mean(q, axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(softmax_q_value(q, 1e4), jnp.max(q, axis=-1), rtol=1e-5)
+    middle = softmax_q_value(q, 1.0)
     assert np.all(middle > jnp.mean(q, axis=-1)) and np.all(middle < jnp.max(q, axis=-1))
 
 
 def test_softmax_critic_target_by_hand():
-    config = dataclasses.replace(TINY["qipo"], discount=0.9, beta_q=2.0, reward_scale=0.5, reward_bias=1.0)
     q_target = QEnsemble(OBS_DIM, ACT_DIM, width=8, depth=1, key=jax.random.key(5))
     key = jax.random.split(jax.random.key(6), 4)
     n, m = 3, 4
-    rows = qipo.Pool(
+    rows = Transitions(
         obs=jax.random.normal(key[0], (n, OBS_DIM)),
         action=jnp.zeros((n, ACT_DIM)),
         reward=jnp.array([1.0, -2.0, 0.5]),
         next_obs=jax.random.normal(key[1], (n, OBS_DIM)),
         terminal=jnp.array([0.0, 1.0, 0.0]),
-        support=jnp.zeros((n, 5, ACT_DIM)),
-        next_candidates=jax.random.uniform(key[2], (n, m, ACT_DIM), minval=-1, maxval=1),
     )
-    target = qipo.softmax_critic_target(q_target, rows, config)
+    candidates = jax.random.uniform(key[2], (n, m, ACT_DIM), minval=-1, maxval=1)
+    target = softmax_critic_target(q_target, rows, candidates, beta_q=2.0, discount=0.9)
     for i in range(n):
-        qs = np.array([float(jnp.min(q_target(rows.next_obs[i], rows.next_candidates[i, j]))) for j in range(m)])
+        qs = np.array([float(jnp.min(q_target(rows.next_obs[i], candidates[i, j]))) for j in range(m)])
         w = np.exp(2.0 * (qs - qs.max()))
         w /= w.sum()
-        expected = 0.5 * float(rows.reward[i]) + 1.0 + 0.9 * (1.0 - float(rows.terminal[i])) * float(np.sum(w * qs))
+        expected = float(rows.reward[i]) + 0.9 * (1.0 - float(rows.terminal[i])) * float(np.sum(w * qs))
         assert abs(float(target[i]) - expected) < 1e-5
 
 
@@ -206,18 +209,21 @@ def test_improvement_loss_is_the_per_state_weighted_flow_matching_loss():
     policy = qipo.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(8)).policy
     q = QEnsemble(OBS_DIM, ACT_DIM, width=8, depth=1, key=jax.random.key(9))
     key = jax.random.split(jax.random.key(10), 3)
-    rows = qipo.Pool(
+    transitions = Transitions(
         obs=jax.random.normal(key[0], (2, OBS_DIM)),
         action=jnp.zeros((2, ACT_DIM)),
         reward=jnp.zeros(2),
         next_obs=jnp.zeros((2, OBS_DIM)),
         terminal=jnp.zeros(2),
+    )
+    rows = qipo.Pool(
+        transitions=transitions,
         support=jax.random.uniform(key[1], (2, 5, ACT_DIM), minval=-1, maxval=1),
         next_candidates=jnp.zeros((2, 0, ACT_DIM)),
     )
     loss, info = eqx.filter_jit(qipo.improvement_loss)(policy, q, rows, config, key=key[2])
     # recompute with explicit per-state weights on the same (t, x0) draws (the loss splits `key` into x0, t keys)
-    obs = jnp.repeat(rows.obs, 5, axis=0)
+    obs = jnp.repeat(rows.transitions.obs, 5, axis=0)
     actions = rows.support.reshape(10, ACT_DIM)
     qsa = min_q(q, obs, actions).reshape(2, 5)
     weights = np.asarray(qipo.support_weights(qsa, config.beta)).reshape(10) / 2
@@ -407,7 +413,8 @@ def test_act_shapes_and_range(trained):
     assert actions.shape == (7, ACT_DIM)
     assert np.all(np.isfinite(actions)) and np.all(np.abs(actions) <= 1.0)
     if name != "iql":
-        picky = dataclasses.replace(state, config=dataclasses.replace(state.config, best_of_n=5))
+        policy = dataclasses.replace(state.config.policy, best_of_n=5)
+        picky = dataclasses.replace(state, config=dataclasses.replace(state.config, policy=policy))
         chosen = module.act(picky, obs, key=jax.random.key(20))
         assert chosen.shape == (7, ACT_DIM) and np.all(np.abs(chosen) <= 1.0)
         # best-of-5 by Q never picks a worse action than a single draw from the same first candidates on average
@@ -417,7 +424,8 @@ def test_act_shapes_and_range(trained):
 
 
 def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
-    config = dataclasses.replace(TINY["iql"], policy="deterministic", temperature=0.0)
+    policy = dataclasses.replace(TINY["iql"].policy, kind="deterministic")
+    config = dataclasses.replace(TINY["iql"], policy=policy, temperature=0.0)
     state = iql.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(22))
     loss0, _ = iql.actor_loss(state.policy, state.critic, batch.obs, batch.action, config)
     mse0 = float(jnp.mean(jnp.sum((iql.act(state, batch.obs, key=jax.random.key(0)) - batch.action) ** 2, axis=-1)))
@@ -432,14 +440,14 @@ def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: iql.Config(expectile=1.5), "expectile must be in"),
-        (lambda: iql.Config(policy="beta"), "policy must be"),
+        (lambda: IQLCriticConfig(expectile=1.5), r"IQLCriticConfig: expectile must be in \(0, 1\), got 1.5"),
+        (lambda: IQLCriticConfig(tau=0.0), r"tau must be in \(0, 1\]"),
+        (lambda: IQLCriticConfig(width=0), "width must be >= 1, got 0"),
+        (lambda: GaussianPolicyConfig(log_std_min=1.0, log_std_max=0.0), "log_std_max must be > log_std_min"),
+        (lambda: FlowPolicyConfig(best_of_n=0), "best_of_n must be >= 1"),
         (lambda: flowq.Config(beta=-1.0), "beta must be >= 0"),
-        (lambda: flowq.Config(gradient="both"), "gradient must be"),
-        (lambda: flowq.Config(weight_at="start"), "weight_at must be"),
-        (lambda: flowq.Config(schedule="cosine"), "schedule must be"),
+        (lambda: flowq.Config(sigma_min=1.0), r"sigma_min must be in \[0, 1\)"),
         (lambda: qipo.Config(pool_size=1000, renew_every=300), "pool_size must be a multiple of renew_every=300"),
-        (lambda: qipo.Config(critic="sarsa"), "critic must be"),
     ],
 )
 def test_config_errors_say_what_was_expected(make, message):
@@ -447,9 +455,123 @@ def test_config_errors_say_what_was_expected(make, message):
         make()
 
 
-def test_init_rejects_a_foreign_config():
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: GaussianPolicyConfig(kind="beta"), "kind"),
+        (lambda: FlowPolicyConfig(solver="rk4"), "solver"),
+        (lambda: flowq.Config(gradient="both"), "gradient"),
+        (lambda: flowq.Config(weight_at="start"), "weight_at"),
+        (lambda: flowq.Config(lambda_schedule="cosine"), "lambda_schedule"),
+        (lambda: qipo.Config(critic_loss="sarsa"), "critic_loss"),
+        (lambda: qipo.Config(critic="softmax"), "critic"),
+        (lambda: iql.Config(policy="deterministic"), "policy"),
+    ],
+)
+def test_config_rejects_wrong_choices_and_types(make, field):
+    """`validate` names the field (ValueError); under the test suite's jaxtyping hook the annotations are checked
+    first, at the dataclass's `__init__` (TypeError). Either way the field is named."""
+    with pytest.raises((ValueError, TypeError), match=field):
+        make()
+
+
+def test_config_errors_list_every_problem_at_once():
+    with pytest.raises(ValueError, match="beta must be >= 0, got -1.0; scale_rate must be in") as info:
+        flowq.Config(beta=-1.0, scale_rate=0.0, weight_at="t")
+    assert "weight_at" not in str(info.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    # a nested part
+    size: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """A config outside `rl`, so that the test suite's jaxtyping hook leaves its `__init__` to `validate` alone."""
+
+    # a float
+    rate: float = 0.5
+    # an int
+    count: int = 2
+    # a flag
+    flag: bool = True
+    # a choice
+    mode: Literal["a", "b"] = "a"
+    # a nested config
+    part: _Part = dataclasses.field(default_factory=_Part)
+
+    def __post_init__(self):
+        validate(self, {"rate": between(0.0, 1.0), "count": at_least(1)})
+
+
+def test_validate_converts_numbers_to_the_annotated_type():
+    """`--agent.beta=3` may arrive as an int: float fields store a float (the same compiled update), ints an int."""
+    settings = _Settings(rate=1, count=np.int64(3), flag=np.bool_(False))
+    assert type(settings.rate) is float and settings.rate == 1.0
+    assert type(settings.count) is int and settings.count == 3
+    assert settings.flag is False
+    assert settings == _Settings(rate=1.0, count=3, flag=False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rate": "0.5"}, "rate must be a float, got '0.5'"),
+        ({"rate": True}, "rate must be a float, got True"),
+        ({"rate": 2.0}, r"rate must be in \[0, 1\], got 2.0"),
+        ({"count": 2.5}, "count must be an int, got 2.5"),
+        ({"count": 0}, "count must be >= 1, got 0"),
+        ({"flag": 1}, "flag must be a bool, got 1"),
+        ({"mode": "c"}, "mode must be one of 'a', 'b', got 'c'"),
+        ({"part": {"size": 2}}, "part must be an instance of test_agents._Part"),
+    ],
+)
+def test_validate_says_what_was_expected_and_what_arrived(changes, message):
+    with pytest.raises(ValueError, match=message):
+        _Settings(**changes)
+
+
+def test_validate_lists_every_problem_and_skips_value_rules_of_mistyped_fields():
+    with pytest.raises(ValueError, match=r"invalid test_agents._Settings: rate must be a float, got 'x'; count must"):
+        _Settings(rate="x", count=0)
+
+
+def test_flow_agents_share_one_act():
+    assert flowq.act is qipo.act
+
+
+@pytest.mark.parametrize("module", [iql, flowq, qipo])
+def test_renamed_covers_every_old_flat_field(module):
+    """Every field of the old flat configs has a hint: the reward transform moved to the data layer, the critic's and
+    the flow policy's settings into nested configs, FlowQ's schedule to the rl-wide names."""
+    old = {
+        iql: "discount expectile temperature max_weight policy lr actor_decay_steps polyak width depth num_q "
+        "log_std_min log_std_max reward_scale reward_bias",
+        flowq: "discount expectile lr polyak critic_width critic_depth num_q policy_width policy_depth beta schedule "
+        "schedule_power gradient weighted weight_at sigma_min normalize_energy scale_rate sample_steps solver "
+        "best_of_n reward_scale reward_bias",
+        qipo: "discount lr polyak critic_width critic_depth num_q policy_width policy_depth warmup_steps critic beta_q "
+        "critic_candidates expectile beta support_size renew_every pool_size policy_batch support_steps sigma_min "
+        "sample_steps solver best_of_n reward_scale reward_bias",
+    }[module].split()
+    fields = {f.name: getattr(module.Config(), f.name) for f in dataclasses.fields(module.Config)}
+    for name in old:
+        assert (name in fields and not dataclasses.is_dataclass(fields[name])) or name in module.RENAMED, name
+    assert module.RENAMED["reward_scale"] == "data.reward_scale"
+    assert module.RENAMED["reward_bias"] == "data.reward_bias"
+    assert module.RENAMED["polyak"] == "critic.tau"
+
+
+def test_init_rejects_a_foreign_config_and_empty_sizes():
     with pytest.raises(TypeError, match="rl.agents.qipo.Config"):
         qipo.init(flowq.Config(), obs_dim=3, act_dim=2, key=jax.random.key(0))
+    # the check every init makes (the test suite's jaxtyping hook may reject the call above even before it)
+    with pytest.raises(TypeError, match="expected an rl.agents.qipo.Config, got rl.agents.flowq.Config"):
+        check_init(flowq.Config(), qipo.Config, obs_dim=3, act_dim=2)
+    with pytest.raises(ValueError, match="obs_dim and act_dim must be ints >= 1, got obs_dim=0"):
+        iql.init(iql.Config(), obs_dim=0, act_dim=2, key=jax.random.key(0))
 
 
 def test_qipo_needs_enough_batch_rows_for_its_pool_writes():

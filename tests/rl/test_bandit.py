@@ -1,12 +1,13 @@
-"""The built-in bandit: its dataset has the OfflineDataset interface, its data is multimodal, its reward and scorer."""
+"""The built-in bandit (rl.data.tasks): its dataset has the OfflineDataset interface and carries its task, its data is
+multimodal, its reward and scorer, and `load_named` finds it by name."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl import bandit
-from rl.data import OfflineDataset, Transitions
+from rl.data import DataConfig, OfflineDataset, Task, Transitions, get_task, load_named
+from rl.data import tasks as bandit
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +32,25 @@ def test_dataset_has_the_offline_dataset_interface(task, dataset):
     # one-step episodes: every transition terminates, so a critic's target is the reward itself
     np.testing.assert_array_equal(np.asarray(t.terminal), 1.0)
     # the observation is one constant context; normalisation leaves it as is
-    np.testing.assert_array_equal(np.asarray(dataset.normalized_transitions().obs), np.asarray(t.obs))
+    normalized = dataset.normalizer().transitions(t)
+    np.testing.assert_array_equal(np.asarray(normalized.obs), np.asarray(t.obs))
+    assert normalized.reward is t.reward  # "auto" is "none" for a built-in task: the rewards are used as they are
     assert np.all(np.asarray(t.obs) == np.asarray(t.obs)[0])
     assert np.all(np.abs(np.asarray(t.action)) < 1.0)
     np.testing.assert_allclose(np.asarray(t.reward), np.asarray(task.reward(t.action)), rtol=1e-6)
-    assert bandit.is_bandit(dataset) and bandit.is_bandit("bandit") and not bandit.is_bandit("mujoco/hopper/medium-v0")
+    # the dataset carries its task: the trainer needs no name test to choose how to score a policy
+    assert dataset.task == task and isinstance(dataset.task, Task) and dataset.dataset_id == bandit.BANDIT_ID
+    assert dataset.env_id is None and not dataset.has_ref_scores
+    assert dataset.reward_mode(DataConfig()) == "none"
+
+
+def test_load_named_finds_the_task_by_id_and_alias(dataset):
+    for name in ("bandit", bandit.BANDIT_ID):
+        assert get_task(name) == bandit.BanditTask()
+        named = load_named(name)
+        assert named.task == bandit.BanditTask()
+        np.testing.assert_array_equal(np.asarray(named.transitions.action), np.asarray(dataset.transitions.action))
+    assert get_task("mujoco/hopper/medium-v0") is None
 
 
 def test_dataset_is_deterministic(task, dataset):
@@ -99,6 +114,10 @@ def test_evaluate_policy_passes_the_context(task):
     out = bandit.evaluate_policy(act, task, key=jax.random.key(0), num_samples=16)
     assert seen["obs"] == (16, task.obs_dim)
     assert out["best_mode_fraction"] == 1.0
+    # the task's own evaluation: the same numbers, plus the "score" a trainer ranks by (the mean reward)
+    scored = task.evaluate(act, key=jax.random.key(0), num_samples=16)
+    assert list(scored) == ["score", "mean_reward", "best_mode_fraction"]
+    assert scored["score"] == scored["mean_reward"] == out["mean_reward"]
     with pytest.raises(ValueError, match="num_samples"):
         bandit.evaluate_policy(act, task, key=jax.random.key(0), num_samples=0)
 

@@ -1,6 +1,7 @@
 """rl.collect and rl.behavior: deterministic collection, exact budgets, policy actions and noise,
 the command line, medium-expert concatenation, and the behaviour-policy file format."""
 
+import os
 import pathlib
 
 import minari
@@ -9,17 +10,17 @@ import pytest
 
 from rl.behavior import BehaviorPolicy, load_behavior_policy, save_behavior_policy
 from rl.collect import (
-    _trim,
     buffer_to_episodes,
     collect_episodes,
     collect_policy,
     collect_random,
     combine_datasets,
     main,
-    resolve_env_id,
     write_dataset,
 )
-from rl.data import REF_SCORES, load_dataset
+from rl.collect.episodes import trim_episodes
+from rl.data import load_dataset
+from rl.envs import REF_SCORES
 
 SHORT_HOPPER = "rltest/HopperShort-v5"
 SHORT_CHEETAH = "rltest/HalfCheetahShort-v5"
@@ -84,9 +85,9 @@ def test_trim_cuts_from_the_end():
         return collect_random(SHORT_CHEETAH, n, seed=0, num_envs=1, progress=False)[0]
 
     eps = [ep(40), ep(30)]
-    out = _trim(list(eps), 35)
+    out = trim_episodes(list(eps), 35)
     assert [len(e) for e in out] == [35] and out[0].cut and out[0].truncations[-1]
-    out = _trim(list(eps), 60)
+    out = trim_episodes(list(eps), 60)
     assert [len(e) for e in out] == [40, 20]
 
 
@@ -134,14 +135,18 @@ def test_buffer_to_episodes_splits_at_ends_and_cuts_the_last():
     np.testing.assert_array_equal(eps[1].observations, obs[3:6])
 
 
-def test_resolve_env_id():
-    assert resolve_env_id("hopper") == "Hopper-v5"
-    assert resolve_env_id("Walker2d-v5") == "Walker2d-v5"
-    with pytest.raises(ValueError, match="Unknown environment"):
-        resolve_env_id("cartwheel")
-
-
 # ----------------------------------------------------------------------------- command line
+
+
+def usage_error(capsys, argv):
+    """Run the command line, expect exit status 2 and one line on stderr, and return that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m rl.collect") and ": error: " in err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    return err.strip()
 
 
 def test_cli_random_makes_a_loadable_minari_dataset(capsys):
@@ -157,8 +162,9 @@ def test_cli_random_makes_a_loadable_minari_dataset(capsys):
     assert recipe["summary"]["num_transitions"] == 120
     ds = load_dataset("test/hopper/cli-v0")
     assert ds.env_id == "Hopper-v5" and ds.ref_max_score == REF_SCORES["hopper"].max_score
-    with pytest.raises(SystemExit, match="already exists"):
-        main(["random", "--env", "hopper", "--steps", "120", "--dataset-id", "test/hopper/cli-v0", "--no-progress"])
+    assert "already exists" in usage_error(
+        capsys, ["random", "--env", "hopper", "--steps", "120", "--dataset-id", "test/hopper/cli-v0", "--no-progress"]
+    )
 
 
 def test_cli_policy_recipe_records_the_policy(tmp_path):
@@ -177,12 +183,49 @@ def test_cli_help_and_usage_errors(capsys):
     out = capsys.readouterr().out
     for recipe in ("random", "medium", "expert", "medium-replay", "medium-expert"):
         assert recipe in out
-    with pytest.raises(SystemExit):
-        main(["medium", "--env", "hopper"])  # --policy is required
-    with pytest.raises(SystemExit, match="--env is required"):
-        main(["random"])
-    with pytest.raises(SystemExit, match="--steps must be >= 1"):
-        main(["random", "--env", "hopper", "--steps", "0", "--dataset-id", "test/hopper/zero-v0"])
+    assert "required: --policy" in usage_error(capsys, ["medium", "--env", "hopper"])
+    assert "--env is required" in usage_error(capsys, ["random"])
+    assert "--steps must be >= 1" in usage_error(
+        capsys, ["random", "--env", "hopper", "--steps", "0", "--dataset-id", "test/hopper/zero-v0"]
+    )
+
+
+@pytest.fixture
+def no_collection(monkeypatch):
+    """Every recipe fails the test if it is reached: the command line must be refused before any work."""
+    import rl.collect.cli as cli
+
+    for name in ("collect_random", "collect_policy", "collect_medium_replay", "combine_datasets", "write_dataset"):
+        monkeypatch.setattr(cli, name, lambda *a, _name=name, **k: pytest.fail(f"{_name} ran before the check"))
+
+
+def test_cli_bad_inputs_are_one_line_errors_before_any_work(capsys, tmp_path, no_collection):
+    good = tmp_path / "p.npz"
+    save_behavior_policy(good, tiny_policy())
+    text = tmp_path / "policy.txt"
+    text.write_text("not a policy")
+    cheetah = tmp_path / "cheetah.npz"
+    save_behavior_policy(cheetah, tiny_policy(env_id="HalfCheetah-v5", obs_dim=17, act_dim=6))
+    cases = {
+        "is not a plain .npz file": ["medium", "--policy", str(text), "--steps", "10"],
+        "Behaviour policy file not found": ["medium", "--policy", str(tmp_path / "none.npz")],
+        "The policy maps 17 observations to 6 actions, but Hopper-v5 has 11": [
+            "expert", "--policy", str(cheetah), "--env", "hopper", "--steps", "10"],
+        "'not-an-id' is not a Minari dataset id": ["random", "--env", "hopper", "--dataset-id", "not-an-id"],
+        "'a/b' is not a Minari dataset id": ["medium", "--policy", str(good), "--dataset-id", "a/b"],
+        "Unknown environment 'cartwheel'": ["random", "--env", "cartwheel"],
+        "noise must be a finite standard deviation": ["medium", "--policy", str(good), "--noise", "-1"],
+        "is not on this machine": ["medium-expert", "--env", "hopper", "--from", "test/none/a-v0", "test/none/b-v0"],
+        "does not exist": ["medium-replay", "--env", "hopper", "--save-policy", str(tmp_path / "no" / "dir.npz")],
+        "has no reference scores": ["medium-replay", "--env", SHORT_HOPPER],
+        "invalid int value": ["random", "--env", "hopper", "--steps", "many"],
+    }
+    root = pathlib.Path(os.environ["MINARI_DATASETS_PATH"])
+    before = sorted(root.rglob("*"))
+    for expected, argv in cases.items():
+        line = usage_error(capsys, argv + ["--no-progress"])
+        assert expected in line, (argv, line)
+    assert sorted(root.rglob("*")) == before, "nothing is written before the command line is validated"
 
 
 def test_medium_expert_concatenates_in_order(tiny_cheetah, tiny_hopper):

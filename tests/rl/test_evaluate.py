@@ -1,5 +1,6 @@
-"""rl.evaluate: returns equal a hand-written rollout, do not depend on the number of environments,
-normalise as D4RL does, pass normalised observations, compile once, and reject bad input clearly."""
+"""rl.envs.evaluate: returns equal a hand-written rollout, do not depend on the number of environments,
+normalise as D4RL does, pass observations normalised by the run's Normalizer, compile once, and reject bad
+input clearly; and the environment names of rl.envs."""
 
 import equinox as eqx
 import gymnasium as gym
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rl.evaluate import EvalResult, evaluate
+from rl.data import Normalizer
+from rl.envs import ENV_IDS, EvalResult, env_short_name, evaluate, make_env, resolve_env_id
 
 SHORT_HOPPER = "rltest/HopperShort-v5"
 OBS_DIM, ACT_DIM = 11, 3
@@ -51,10 +53,14 @@ def setup():
     return w, mean, std
 
 
+def norm_of(mean, std):
+    return Normalizer(jnp.asarray(mean), jnp.asarray(std))
+
+
 def test_returns_match_a_manual_rollout_and_do_not_depend_on_num_envs(setup):
     w, mean, std = setup
     policy = LinearPolicy(jnp.asarray(w))
-    kwargs = dict(num_episodes=5, seed=3, obs_mean=mean, obs_std=std)
+    kwargs = dict(num_episodes=5, seed=3, normalizer=norm_of(mean, std))
     r1 = evaluate(policy, SHORT_HOPPER, num_envs=1, **kwargs)
     r3 = evaluate(policy, SHORT_HOPPER, num_envs=3, **kwargs)
     expected = manual_returns(w, range(3, 8), mean, std)
@@ -71,7 +77,7 @@ def test_returns_match_a_manual_rollout_and_do_not_depend_on_num_envs(setup):
 def test_normalised_scores_and_summary(setup):
     w, mean, std = setup
     res = evaluate(
-        LinearPolicy(jnp.asarray(w)), SHORT_HOPPER, num_episodes=4, obs_mean=mean, obs_std=std,
+        LinearPolicy(jnp.asarray(w)), SHORT_HOPPER, num_episodes=4, normalizer=norm_of(mean, std),
         ref_min_score=-10.0, ref_max_score=90.0,
     )
     assert isinstance(res, EvalResult)
@@ -80,16 +86,59 @@ def test_normalised_scores_and_summary(setup):
     assert res.normalized_mean == pytest.approx(res.mean + 10.0)
     assert res.normalized_std == pytest.approx(res.std)
     assert "normalised" in str(res)
-    plain = evaluate(LinearPolicy(jnp.asarray(w)), SHORT_HOPPER, num_episodes=2, obs_mean=mean, obs_std=std)
+    plain = evaluate(LinearPolicy(jnp.asarray(w)), SHORT_HOPPER, num_episodes=2, normalizer=norm_of(mean, std))
     assert plain.normalized is None and plain.normalized_mean is None and plain.normalized_std is None
 
 
 def test_compiles_once_for_policies_of_the_same_structure(setup):
     w, mean, std = setup
     TRACES.clear()  # a batch of 6 environments is used by no other test, so nothing is compiled yet
-    evaluate(LinearPolicy(jnp.asarray(w)), SHORT_HOPPER, num_episodes=6, seed=11, obs_mean=mean, obs_std=std)
-    evaluate(LinearPolicy(jnp.asarray(-w)), SHORT_HOPPER, num_episodes=6, seed=11, obs_mean=mean, obs_std=std)
+    evaluate(LinearPolicy(jnp.asarray(w)), SHORT_HOPPER, num_episodes=6, seed=11, normalizer=norm_of(mean, std))
+    other = norm_of(mean + 1.0, 2.0 * std)  # other statistics, same shapes: no new compilation either
+    evaluate(LinearPolicy(jnp.asarray(-w)), SHORT_HOPPER, num_episodes=6, seed=11, normalizer=other)
     assert len(TRACES) == 1, f"traced {len(TRACES)} times"
+
+
+class SelfNormalising(eqx.Module):
+    """The linear policy fed raw observations, normalising them itself with the plain expression."""
+
+    w: Float[Array, "obs_dim act_dim"]
+    mean: Float[Array, " obs_dim"]
+    std: Float[Array, " obs_dim"]
+
+    def __call__(self, key: PRNGKeyArray, obs: Float[Array, "n obs_dim"]) -> Float[Array, "n act_dim"]:
+        return jnp.tanh(((obs - self.mean[None, :]) / self.std[None, :]) @ self.w)
+
+
+def test_the_normalizer_is_applied_exactly(setup):
+    """Evaluating with a Normalizer gives bit for bit the returns of a policy that normalises raw observations
+    itself with `(obs - mean[None, :]) / std[None, :]`, jitted and eager alike."""
+    w, mean, std = setup
+    a = evaluate(LinearPolicy(jnp.asarray(w)), SHORT_HOPPER, num_episodes=3, seed=5, normalizer=norm_of(mean, std))
+    itself = SelfNormalising(jnp.asarray(w), jnp.asarray(mean), jnp.asarray(std))
+    b = evaluate(itself, SHORT_HOPPER, num_episodes=3, seed=5)
+    assert a.returns.tobytes() == b.returns.tobytes()
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+
+    seen = []
+
+    def eager(key, obs):
+        seen.append(obs)
+        return np.tanh(obs @ w)
+
+    evaluate(eager, SHORT_HOPPER, num_episodes=1, seed=5, normalizer=norm_of(mean, std), jit=False)
+    raw, _ = make_env(SHORT_HOPPER).reset(seed=5)
+    assert seen[0].dtype == np.float32
+    np.testing.assert_array_equal(seen[0][0], ((raw - mean) / std).astype(np.float32))
+
+
+def test_environment_names():
+    assert resolve_env_id("hopper") == "Hopper-v5" and resolve_env_id("HalfCheetah") == "HalfCheetah-v5"
+    assert resolve_env_id(SHORT_HOPPER) == SHORT_HOPPER
+    assert set(ENV_IDS) == {"halfcheetah", "hopper", "walker2d", "ant"}
+    assert env_short_name("HalfCheetah-v5") == "halfcheetah" and env_short_name(SHORT_HOPPER) == "hoppershort"
+    with pytest.raises(ValueError, match="Unknown environment 'cartwheel'"):
+        resolve_env_id("cartwheel")
 
 
 def test_eager_numpy_policy_and_stochastic_keys():
@@ -116,9 +165,13 @@ def test_bad_inputs_are_explained(setup):
         evaluate(policy, SHORT_HOPPER, num_episodes=0)
     with pytest.raises(ValueError, match="both ref_min_score and ref_max_score"):
         evaluate(policy, SHORT_HOPPER, num_episodes=1, ref_min_score=0.0)
-    with pytest.raises(ValueError, match=r"obs_mean must have shape \(11,\)"):
-        evaluate(policy, SHORT_HOPPER, num_episodes=1, obs_mean=np.zeros(5), obs_std=np.ones(5))
-    with pytest.raises(ValueError, match=r"act_fn must return actions of shape \[n, 3\]"):
+    with pytest.raises(ValueError, match=r"normalizer.obs_mean must have shape \(11,\)"):
+        evaluate(policy, SHORT_HOPPER, num_episodes=1, normalizer=norm_of(np.zeros(5), np.ones(5)))
+    with pytest.raises(ValueError, match=r"obs_std must be > 0"):
+        evaluate(policy, SHORT_HOPPER, num_episodes=1, normalizer=norm_of(np.zeros(11), -np.ones(11)))
+    with pytest.raises(TypeError, match="normalizer"):
+        evaluate(policy, SHORT_HOPPER, num_episodes=1, normalizer=(np.zeros(11), np.ones(11)))
+    with pytest.raises(ValueError, match=r"policy must return actions of shape \[n, 3\]"):
         evaluate(lambda k, o: np.zeros((o.shape[0], 2)), SHORT_HOPPER, num_episodes=1, jit=False)
     with pytest.raises(ValueError, match="non-finite"):
         evaluate(lambda k, o: np.full((o.shape[0], 3), np.nan), SHORT_HOPPER, num_episodes=1, jit=False)

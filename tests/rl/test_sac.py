@@ -1,5 +1,10 @@
-"""rl.sac: the tanh-Gaussian log-density, critic learning on a fixed batch, a short online run
-whose replay buffer becomes a medium-replay dataset, and the actor's export as a behaviour policy."""
+"""rl.online (SAC): the tanh-Gaussian log-density, critic learning on a fixed batch, a short online run
+whose replay buffer becomes a medium-replay dataset, the actor's export as a behaviour policy, and the
+`python -m rl.sac` command line."""
+
+import os
+import subprocess
+import sys
 
 import equinox as eqx
 import jax
@@ -8,7 +13,7 @@ import numpy as np
 import pytest
 from jax.scipy.stats import norm
 
-from rl import sac
+from rl import online as sac
 from rl.behavior import load_behavior_policy
 from rl.collect import buffer_to_episodes, write_dataset
 from rl.data import load_dataset
@@ -108,6 +113,28 @@ def test_actor_exports_as_a_behaviour_policy(run, tmp_path):
 
 def test_bad_config_and_env_are_explained():
     with pytest.raises(ValueError, match="learning_starts"):
-        sac.train(SHORT_HOPPER, sac.SACConfig(learning_starts=10, batch_size=32), max_steps=10, progress=False)
+        sac.SACConfig(learning_starts=10, batch_size=32)
     with pytest.raises(ValueError, match="actions in \\[-1, 1\\]"):
         sac.train("Pendulum-v1", TINY, max_steps=10, progress=False)
+
+
+def test_command_line(tmp_path, capsys):
+    """`python -m rl.sac` still works (a forwarder to rl.online); a bad option is one line, exit status 2."""
+    bad = subprocess.run(
+        [sys.executable, "-m", "rl.sac", "--env", "cartwheel", "--save-policy", str(tmp_path / "p.npz")],
+        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines() == [
+        "python -m rl.sac: error: Unknown environment 'cartwheel': expected one of "
+        "['ant', 'halfcheetah', 'hopper', 'walker2d'] or a Gymnasium id such as 'Hopper-v5'."
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        sac.main(["--env", "hopper", "--save-policy", str(tmp_path / "missing" / "p.npz")])
+    assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
+    result = sac.main(
+        ["--env", SHORT_HOPPER, "--save-policy", str(tmp_path / "p.npz"), "--max-steps", "60", "--eval-every", "60",
+         "--eval-episodes", "1", "--no-progress"]
+    )
+    assert result.steps == 60 and "60 steps" in capsys.readouterr().out
+    assert load_behavior_policy(tmp_path / "p.npz").env_id == SHORT_HOPPER

@@ -29,18 +29,21 @@ SCRIPT = textwrap.dedent(
     """
     import dataclasses, json, sys, tempfile
     import equinox as eqx, jax, numpy as np
-    from rl import bandit, trainer
-    from rl.agents import flowq, qipo
-    from rl.trainer import RunConfig, TrainConfig
+    from rl.agents import flowq, get_agent, qipo
+    from rl.data import DataConfig
+    from rl.data.tasks import BanditTask
+    from rl.train import RunConfig, TrainConfig, chunk as chunks, train as run_training
+    from rl.train.fields import apply_overrides
 
     assert len(jax.devices()) == 4, jax.devices()
-    data = bandit.make_dataset(bandit.BanditTask(num_transitions=512))
+    data = BanditTask(num_transitions=512).make_dataset()
+    small = {"policy.width": "32", "policy.depth": "2", "critic.width": "32", "policy.sample_steps": "3"}
     configs = {
-        "flowq": flowq.Config(policy_width=32, policy_depth=2, critic_width=32, critic_depth=2, sample_steps=3),
-        "qipo": qipo.Config(
-            policy_width=32, policy_depth=2, critic_width=32, critic_depth=2, warmup_steps=10, renew_every=4,
-            pool_size=32, support_size=4, critic_candidates=4, policy_batch=16, support_steps=3, sample_steps=3,
-        ),
+        "flowq": apply_overrides(flowq.Config(), small, prefix="agent"),
+        "qipo": apply_overrides(qipo.Config(), {
+            **small, "warmup_steps": "10", "renew_every": "4", "pool_size": "32", "support_size": "4",
+            "critic_candidates": "4", "policy_batch": "16", "support_steps": "3",
+        }, prefix="agent"),
     }
     out = {}
     for name in sys.argv[1:]:
@@ -51,18 +54,18 @@ SCRIPT = textwrap.dedent(
                 data_parallel=parallel, progress=False, verbose=False,
             )
             config = RunConfig(agent=name, dataset="bandit", seeds=(0, 1), agent_config=configs[name], train=train)
-            results[parallel] = trainer.train(config, tempfile.mkdtemp() + "/run", dataset=data)
+            results[parallel] = run_training(config, tempfile.mkdtemp() + "/run", dataset=data)
         single = [np.asarray(x) for x in jax.tree.leaves(eqx.filter(results[False].state, eqx.is_array))]
         leaves = jax.tree.leaves(eqx.filter(results[True].state, eqx.is_array))
         sharded = [np.asarray(x) for x in leaves]
         diff = max(float(np.max(np.abs(a - b) / (1e-6 + np.abs(a)))) for a, b in zip(single, sharded))
         adiff = max(float(np.max(np.abs(a - b))) for a, b in zip(single, sharded))
         # the compiled chunk of the data-parallel run, lowered again on the same arguments' shapes
-        mesh = trainer.make_mesh(32)
-        chunk = trainer.make_chunk_fn(trainer.get_agent(name), batch_size=32, mesh=mesh)
-        carry = trainer.init_carry(trainer.get_agent(name), configs[name], (0, 1), obs_dim=2, act_dim=2)
-        carry = trainer._replicate(carry, mesh)
-        transitions = trainer._replicate(data.normalized_transitions(), mesh)
+        mesh = chunks.make_mesh(32)
+        chunk = chunks.make_chunk_fn(get_agent(name), batch_size=32, mesh=mesh)
+        carry = chunks.init_carry(get_agent(name), configs[name], (0, 1), obs_dim=2, act_dim=2)
+        carry = chunks.replicate(carry, mesh)
+        transitions = chunks.replicate(data.normalizer(DataConfig()).transitions(data.transitions), mesh)
         hlo = chunk.lower(carry, transitions, 10).compile().compiled.as_text()
         out[name] = {
             "max_abs_diff": adiff,

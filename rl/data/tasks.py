@@ -1,19 +1,21 @@
-"""A built-in offline task that needs no download: a 2-D bandit with multimodal behaviour data.
+"""Built-in offline tasks that need no download, and `load_named`, which finds a task or a Minari dataset by name.
 
-Every episode is one step (`terminal = 1`): the agent sees a constant observation, picks a 2-D action in
-`[-1, 1]^2` and gets a reward. The behaviour data is a mixture of `num_modes` narrow Gaussians placed evenly on a
-circle; the reward is a smooth bump centred on one of them (`best_mode`), so it favours that mode, gives its
-neighbours a little and the far side of the circle almost nothing. Behaviour cloning therefore puts about
-`1 / num_modes` of its samples on the best mode, while a policy `pi ∝ pi_beta exp(beta Q)` that stays in the
-support of the data concentrates on it: the classic test of energy guidance.
+The one built-in task today is a 2-D bandit with multimodal behaviour data. Every episode is one step
+(`terminal = 1`): the agent sees a constant observation, picks a 2-D action in `[-1, 1]^2` and gets a
+reward. The behaviour data is a mixture of `num_modes` narrow Gaussians placed evenly on a circle; the
+reward is a smooth bump centred on one of them (`best_mode`), so it favours that mode, gives its
+neighbours a little and the far side of the circle almost nothing. Behaviour cloning therefore puts
+about `1 / num_modes` of its samples on the best mode, while a policy `pi ∝ pi_beta exp(beta Q)` that
+stays in the support of the data concentrates on it: the classic test of energy guidance.
 
-`make_dataset` returns the same `rl.data.OfflineDataset` as a Minari dataset (so the trainer has one code path),
-and `evaluate_policy` scores a policy by the mean reward of its actions and the fraction that land on the best mode.
+A task makes its own `OfflineDataset` (whose `task` field points back to it, so a trainer picks the
+task's own scoring instead of Gymnasium episodes) and scores a policy with `task.evaluate`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -23,15 +25,25 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from rl.data import ACTION_CLIP, OfflineDataset, Transitions
+from rl.data.dataset import OfflineDataset, Task
+from rl.data.minari import load_dataset
+from rl.data.transitions import ACTION_CLIP, Transitions
 
-__all__ = ["DATASET_ID", "BanditTask", "evaluate_policy", "is_bandit", "make_dataset", "score_actions"]
+__all__ = [
+    "BANDIT_ID",
+    "TASKS",
+    "BanditTask",
+    "evaluate_policy",
+    "get_task",
+    "load_named",
+    "make_dataset",
+    "score_actions",
+]
 
-DATASET_ID = "builtin/bandit2d-v0"
-"""The id of the built-in task (`python -m rl.train --dataset bandit` or this id)."""
+BANDIT_ID = "builtin/bandit2d-v0"
+"""The id of the built-in bandit (`--dataset bandit` or this id)."""
 
-ALIASES = ("bandit", DATASET_ID)
-"""Names under which the command line accepts the built-in task."""
+Policy = Callable[[PRNGKeyArray, Float[Array, "n obs_dim"]], Float[Array, "n act_dim"]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,11 @@ class BanditTask:
             )
 
     @property
+    def dataset_id(self) -> str:
+        """The task's id, `BANDIT_ID`."""
+        return BANDIT_ID
+
+    @property
     def act_dim(self) -> int:
         """Action size (always 2)."""
         return 2
@@ -101,12 +118,18 @@ class BanditTask:
         noise = self.mode_std * jax.random.normal(k_noise, (n, 2))
         return jnp.clip(self.mode_centers()[modes] + noise, -ACTION_CLIP, ACTION_CLIP)
 
+    def make_dataset(self) -> OfflineDataset:
+        """The behaviour data as an `OfflineDataset` (see `make_dataset`)."""
+        return make_dataset(self)
 
-def is_bandit(dataset: str | OfflineDataset) -> bool:
-    """Whether a dataset id (or a loaded dataset) is the built-in bandit."""
-    if isinstance(dataset, OfflineDataset):
-        return dataset.dataset_id == DATASET_ID
-    return dataset in ALIASES
+    def evaluate(self, policy: Policy, *, key: PRNGKeyArray, num_samples: int = 1024) -> dict[str, float]:
+        """`score_actions` of `num_samples` actions of the policy, with `"score"` = the mean reward.
+
+        Returns:
+            `{"score", "mean_reward", "best_mode_fraction"}`.
+        """
+        out = evaluate_policy(policy, self, key=key, num_samples=num_samples)
+        return {"score": out["mean_reward"], **out}
 
 
 def make_dataset(task: BanditTask | None = None) -> OfflineDataset:
@@ -118,7 +141,7 @@ def make_dataset(task: BanditTask | None = None) -> OfflineDataset:
         task: the task; default `BanditTask()`.
 
     Returns:
-        The dataset, with `dataset_id = DATASET_ID`, no environment and no reference scores.
+        The dataset, with `dataset_id = BANDIT_ID`, `task = task`, no environment and no reference scores.
     """
     task = BanditTask() if task is None else task
     if not isinstance(task, BanditTask):
@@ -139,11 +162,12 @@ def make_dataset(task: BanditTask | None = None) -> OfflineDataset:
         env_id=None,
         ref_min_score=None,
         ref_max_score=None,
-        dataset_id=DATASET_ID,
+        dataset_id=BANDIT_ID,
         data_path="",
         episode_returns=np.asarray(rewards, np.float64),
         episode_lengths=np.ones((n,), np.int64),
         recipe={"builtin": "bandit", **asdict(task)},
+        task=task,
     )
 
 
@@ -158,7 +182,9 @@ def _score(task: BanditTask, actions: Float[Array, "n 2"]) -> tuple[Float[Array,
     centers = task.mode_centers()
     sq = jnp.sum((actions[:, None, :] - centers[None, :, :]) ** 2, axis=-1)
     nearest = jnp.argmin(sq, axis=-1)
-    return jnp.mean(task.reward(actions)), jnp.mean((nearest == task.best_mode).astype(jnp.float32))
+    # a non-finite action is on no mode (argmin of NaN distances would name one); its NaN reward shows in the mean
+    on_best = (nearest == task.best_mode) & jnp.all(jnp.isfinite(actions), axis=-1)
+    return jnp.mean(task.reward(actions)), jnp.mean(on_best.astype(jnp.float32))
 
 
 def score_actions(task: BanditTask, actions: ArrayLike) -> dict[str, float]:
@@ -180,16 +206,12 @@ def score_actions(task: BanditTask, actions: ArrayLike) -> dict[str, float]:
 
 
 def evaluate_policy(
-    act_fn: Callable[[PRNGKeyArray, Float[Array, "n obs_dim"]], Float[Array, "n 2"]],
-    task: BanditTask,
-    *,
-    key: PRNGKeyArray,
-    num_samples: int = 1024,
+    policy: Policy, task: BanditTask, *, key: PRNGKeyArray, num_samples: int = 1024
 ) -> dict[str, float]:
     """Score a policy on the bandit: draw `num_samples` actions for the constant observation.
 
     Args:
-        act_fn: `act_fn(key, obs[n, obs_dim]) -> actions[n, 2]` (observations are already normalised; for the
+        policy: `policy(key, obs[n, obs_dim]) -> actions[n, 2]` (observations are already normalised; for the
             bandit that changes nothing). It is jitted: pass an `equinox.Module` holding the parameters rather than a
             fresh closure, so that new parameters do not recompile.
         task: the bandit.
@@ -201,10 +223,37 @@ def evaluate_policy(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    actions = _policy_actions(act_fn, key, task.observations(num_samples))
+    actions = _policy_actions(policy, key, task.observations(num_samples))
     return score_actions(task, actions)
 
 
 @eqx.filter_jit
-def _policy_actions(act_fn: Callable, key: PRNGKeyArray, obs: Float[Array, "n obs_dim"]) -> Float[Array, "n 2"]:
-    return act_fn(key, obs)
+def _policy_actions(policy: Policy, key: PRNGKeyArray, obs: Float[Array, "n obs_dim"]) -> Float[Array, "n 2"]:
+    return policy(key, obs)
+
+
+# ----------------------------------------------------------------------------- by name
+
+TASKS: dict[str, Callable[[], Task]] = {"bandit": BanditTask, BANDIT_ID: BanditTask}
+"""Built-in tasks by id and alias: each name maps to a factory of the task's default instance."""
+
+
+def get_task(name: str) -> Task | None:
+    """The built-in task called `name` (an id or alias of `TASKS`), or None if no task has that name."""
+    if not isinstance(name, str):
+        return None
+    factory = TASKS.get(name)
+    return None if factory is None else factory()
+
+
+def load_named(name: str | os.PathLike) -> OfflineDataset:
+    """The dataset a run names: a built-in task's (`"bandit"`, `"builtin/bandit2d-v0"`), else `load_dataset(name)`.
+
+    Args:
+        name: a built-in task id or alias, a Minari id or a dataset directory.
+
+    Returns:
+        The dataset; `dataset.task` is set for a built-in task.
+    """
+    task = get_task(name) if isinstance(name, str) else None
+    return task.make_dataset() if task is not None else load_dataset(name)

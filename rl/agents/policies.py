@@ -1,0 +1,169 @@
+"""The flow policy shared by FlowQ and QIPO: its config, its network, and how it acts.
+
+The policy is a conditional flow: a velocity field `v(a_t, t, s)` (`energyflow.MLPVelocity`) that carries noise
+`a_0 ~ N(0, I)` at `t = 0` to an action `a_1` at `t = 1`, given the state `s`. Acting integrates that ODE with the
+`energyflow` sampler (`sample_steps` steps of `solver`), clips to `[-1, 1]` and, with `best_of_n > 1`, keeps the
+best of `N` draws by `min_i Q_i(s, a)`. How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal, Protocol, runtime_checkable
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from energyflow import MLPVelocity
+from energyflow import sample as flow_sample
+
+from .base import above, at_least, validate
+from .nets import QEnsemble, min_q
+
+__all__ = [
+    "FlowAgentState",
+    "FlowPolicyConfig",
+    "act",
+    "best_of_n",
+    "init_flow_policy",
+    "sample_action_sets",
+    "sample_flow_actions",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowPolicyConfig:
+    """The flow policy's settings (nested as `policy` in FlowQ's and QIPO's `Config`)."""
+
+    # hidden width of the velocity MLP (energyflow.MLPVelocity)
+    width: int = 256
+    # number of hidden layers of the velocity MLP
+    depth: int = 3
+    # learning rate of the policy (Adam)
+    lr: float = 3e-4
+    # ODE steps of the sampler at evaluation (FlowQ's training cost does not depend on it)
+    sample_steps: int = 10
+    # ODE solver of energyflow's sampler (QIPO also draws its support sets with it)
+    solver: Literal["euler", "heun", "midpoint", "tsit5"] = "euler"
+    # best-of-N by min Q at evaluation (1 = plain sampling)
+    best_of_n: int = 1
+
+    def __post_init__(self):
+        validate(
+            self,
+            {
+                "width": at_least(1),
+                "depth": at_least(1),
+                "lr": above(0.0),
+                "sample_steps": at_least(1),
+                "best_of_n": at_least(1),
+            },
+        )
+
+
+def init_flow_policy(config: FlowPolicyConfig, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> MLPVelocity:
+    """A fresh velocity network `v(a_t, t, s)` for actions of size `act_dim` given states of size `obs_dim`."""
+    return MLPVelocity(act_dim, context_dim=obs_dim, width=config.width, depth=config.depth, key=key)
+
+
+def sample_flow_actions(
+    policy: MLPVelocity,
+    obs: Float[Array, "n obs_dim"],
+    *,
+    key: PRNGKeyArray,
+    steps: int,
+    solver: str = "euler",
+) -> Float[Array, "n act_dim"]:
+    """One action per state from a conditional flow policy `v(a_t, t, s)`: the `energyflow` ODE from noise, clipped.
+
+    The cost is `steps` evaluations of the policy on the batch.
+    """
+    actions = flow_sample(policy, key, obs.shape[0], dim=policy.dim, context=obs, solver=solver, steps=steps)
+    return jnp.clip(actions, -1.0, 1.0)
+
+
+def sample_action_sets(
+    policy: MLPVelocity,
+    obs: Float[Array, "n obs_dim"],
+    count: int,
+    *,
+    key: PRNGKeyArray,
+    steps: int,
+    solver: str = "euler",
+) -> Float[Array, "n count act_dim"]:
+    """`count` actions per state from the flow policy (`sample_flow_actions` on the repeated states)."""
+    n = obs.shape[0]
+    actions = sample_flow_actions(policy, jnp.repeat(obs, count, axis=0), key=key, steps=steps, solver=solver)
+    return actions.reshape(n, count, -1)
+
+
+def best_of_n(
+    propose: Callable[[PRNGKeyArray, Float[Array, "m obs_dim"]], Float[Array, "m act_dim"]],
+    score: Callable[[Float[Array, "m obs_dim"], Float[Array, "m act_dim"]], Float[Array, " m"]],
+    obs: Float[Array, "n obs_dim"],
+    *,
+    num_candidates: int,
+    key: PRNGKeyArray,
+) -> Float[Array, "n act_dim"]:
+    """Draw `num_candidates` actions per state with `propose(key, obs)` and keep the one with the highest `score`.
+
+    Args:
+        propose: batched proposal, e.g. `sample_flow_actions` bound to a policy.
+        score: batched score of `(obs, action)` pairs, e.g. `min_q` bound to a critic.
+        obs: the states, `[n, obs_dim]`.
+        num_candidates: `N`; with 1 this is just `propose`.
+        key: randomness of the proposals.
+
+    Returns:
+        The chosen actions, `[n, act_dim]`.
+    """
+    if num_candidates == 1:
+        return propose(key, obs)
+    n = obs.shape[0]
+    repeated = jnp.repeat(obs, num_candidates, axis=0)
+    candidates = propose(key, repeated)
+    scores = score(repeated, candidates).reshape(n, num_candidates)
+    best = jnp.argmax(scores, axis=-1)
+    candidates = candidates.reshape(n, num_candidates, -1)
+    return jnp.take_along_axis(candidates, best[:, None, None], axis=1)[:, 0, :]
+
+
+class _HasQ(Protocol):
+    q: QEnsemble
+
+
+class _HasPolicyConfig(Protocol):
+    policy: FlowPolicyConfig
+
+
+@runtime_checkable
+class FlowAgentState(Protocol):
+    """What `act` reads from a flow agent's state: the flow, a critic with an online ensemble `q`, the config."""
+
+    policy: MLPVelocity
+    critic: _HasQ
+    config: _HasPolicyConfig
+
+
+def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
+    """Actions by ODE sampling of the flow policy (`policy.sample_steps` steps of `policy.solver`), in `[-1, 1]`.
+
+    With `policy.best_of_n = N > 1`, `N` actions are drawn per state and the one with the highest `min_i Q_i(s, a)`
+    of the online critic is kept.
+
+    Args:
+        state: a FlowQ or QIPO state.
+        obs: normalised observations, `[n, obs_dim]`.
+        key: randomness of the draws.
+
+    Returns:
+        The actions, `[n, act_dim]`.
+    """
+    config = state.config.policy
+
+    def propose(k, s):
+        return sample_flow_actions(state.policy, s, key=k, steps=config.sample_steps, solver=config.solver)
+
+    def score(s, a):
+        return min_q(state.critic.q, s, a)
+
+    return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key)

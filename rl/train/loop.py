@@ -1,0 +1,367 @@
+"""The training loop: `train` a new run, `resume` one, with evaluation, logs, checkpoints and a divergence guard.
+
+Run directory layout::
+
+    RUN_DIR/
+      config.json        # the resolved RunConfig, and the history of settings changed on resume
+      dataset.json       # what evaluation needs of the dataset (environment, reference scores, sizes)
+      normalizer.json    # observation statistics and reward transform the agent was trained with
+      checkpoint.eqx     # the latest good state of all seeds (agent states, RNG keys, step) ...
+      checkpoint.json    # ... and its size and sha256; checkpoint.prev.* is the one before (see rl.train.checkpoint)
+      seed_<s>/          # train.csv, eval.csv, tb/ (see rl.train.logs)
+
+Between chunks the loop checks every diagnostic of every update and every floating-point array of the state
+(parameters, optimiser moments, targets) for NaN and infinities, and every evaluation metric; the first non-finite
+value stops the run with a `DivergenceError` naming the step, the seed and what went wrong, and the checkpoint left
+behind is the last state that was entirely finite. A resumed run equals the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from rl.agents import get_agent
+from rl.data import Normalizer, OfflineDataset, load_named
+
+from . import checkpoint as ckpt
+from .chunk import Carry, init_carry, make_chunk_fn, make_mesh, nonfinite_leaves, replicate, seed_state
+from .config import CONFIG_FILE, RunConfig, dotted_fields, load_run_config, write_json_atomic
+from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator, nonfinite_metrics
+from .logs import SeedLog
+
+__all__ = ["DivergenceError", "TrainResult", "resume", "shapes_of", "train"]
+
+
+class DivergenceError(RuntimeError):
+    """A run stopped because a diagnostic, a parameter, an optimiser state or an evaluation became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` and `resume` return."""
+
+    # the run directory
+    run_dir: Path
+    # the resolved run config
+    config: RunConfig
+    # updates done per seed
+    step: int
+    # the final agent states of all seeds, stacked along a leading seed axis (see `rl.train.seed_state`)
+    state: Any
+    # per seed, the evaluations of this process: a list of {"step": ..., metric: value, ...}
+    evals: dict[int, list[dict[str, float | int]]]
+    # seconds of the first chunk (compilation included) and the mean per-update seconds of the others
+    timings: dict[str, float]
+
+    def final_eval(self, seed: int) -> dict[str, float | int] | None:
+        """The last evaluation of `seed`, or None if there was none."""
+        rows = self.evals.get(seed, [])
+        return rows[-1] if rows else None
+
+
+def _check_dataset(dataset: Any) -> OfflineDataset:
+    if not isinstance(dataset, OfflineDataset):
+        raise TypeError(f"dataset must be an rl.data.OfflineDataset, got {type(dataset).__name__}.")
+    if len(dataset) < 1:
+        raise ValueError("the dataset is empty.")
+    return dataset
+
+
+def train(config: RunConfig, run_dir: str | os.PathLike, *, dataset: OfflineDataset | None = None) -> TrainResult:
+    """Train `config.agent` on `config.dataset` for every seed of `config.seeds`, in one process.
+
+    Args:
+        config: the run (agent, dataset, seeds, agent config, loop and data configs).
+        run_dir: the run directory; it must not already hold a run (use `resume` for that).
+        dataset: the dataset already loaded (else `config.dataset` is loaded by `rl.data.load_named`).
+
+    Returns:
+        A `TrainResult` with the final states and the evaluations.
+
+    Raises:
+        FileExistsError: `run_dir` already holds a run.
+        DivergenceError: something became NaN/inf; the last good state is in `RUN_DIR/checkpoint.eqx`.
+    """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}.")
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG_FILE).exists() or ckpt.has_checkpoint(run_dir):
+        raise FileExistsError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} (or pass another --run-dir)."
+        )
+    dataset = _check_dataset(load_named(config.dataset) if dataset is None else dataset)
+    normalizer = dataset.normalizer(config.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    DatasetInfo.of(config.dataset, dataset).save(run_dir)
+    normalizer.save(run_dir / NORMALIZER_FILE)
+    write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())  # last: a run directory is one once this exists
+    return _run(config, run_dir, dataset, normalizer, resume=False)
+
+
+def shapes_of(agent_name: str, agent_config: Any, seeds: tuple[int, ...], info: DatasetInfo) -> Carry:
+    """The carry's structure (shape structs, no computation) for a config: what a checkpoint must fit."""
+    return eqx.filter_eval_shape(
+        init_carry, get_agent(agent_name), agent_config, seeds, obs_dim=info.obs_dim, act_dim=info.act_dim
+    )
+
+
+def _array_layout(carry: Carry) -> list[tuple[str, tuple[int, ...], Any]]:
+    # paths, shapes and dtypes of the arrays; static fields (the config itself) are not part of it
+    leaves = jax.tree_util.tree_leaves_with_path(
+        eqx.filter(carry, lambda x: isinstance(x, jax.ShapeDtypeStruct) or eqx.is_array(x))
+    )
+    return [(jax.tree_util.keystr(p), tuple(x.shape), x.dtype) for p, x in leaves]
+
+
+def _same_shapes(a: Carry, b: Carry) -> bool:
+    return _array_layout(a) == _array_layout(b)
+
+
+def resume(
+    run_dir: str | os.PathLike,
+    *,
+    steps: int | None = None,
+    train_changes: dict[str, Any] | None = None,
+    agent_config: Any | None = None,
+    dataset: OfflineDataset | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Continue a run from its last good checkpoint with the same RNG streams (it equals an uninterrupted run).
+
+    A run that stopped before its first checkpoint starts again from step 0 with its saved config. Settings that
+    leave every array's shape alone may change on resume (a longer run, learning rates, evaluation settings); each
+    change is recorded in the `history` of `config.json`. Everything is validated before anything is written.
+
+    Args:
+        run_dir: the run directory written by `train`.
+        steps: a new total number of updates (to extend a run); default the saved one.
+        train_changes: other `TrainConfig` fields to change (`batch_size` and `data_parallel` cannot).
+        agent_config: the agent config to continue with; default the saved one. It must give the networks and
+            optimiser states the same shapes.
+        dataset: the dataset already loaded (else the saved `dataset` is loaded).
+        progress: override the progress-bar setting (not recorded).
+
+    Raises:
+        FileNotFoundError: not a run directory.
+        ValueError: a change that cannot apply (the message says which and why).
+        rl.train.checkpoint.CorruptCheckpointError: no checkpoint of the run verifies.
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    info = DatasetInfo.load(run_dir)
+    changes = dict(train_changes or {})
+    if steps is not None:
+        changes["steps"] = steps
+    frozen = sorted({"batch_size", "data_parallel"} & set(changes))
+    if frozen:
+        raise ValueError(f"--train.{frozen[0]} cannot change when a run resumes (it would not continue the same run).")
+    new_train = dataclasses.replace(config.train, **changes)
+    new_agent = config.agent_config if agent_config is None else agent_config
+    if type(new_agent) is not type(config.agent_config):
+        raise TypeError(f"agent_config must be an rl.agents.{config.agent}.Config, got {type(new_agent).__name__}.")
+    like = shapes_of(config.agent, new_agent, config.seeds, info)
+    if new_agent != config.agent_config and not _same_shapes(like, shapes_of(config.agent, config.agent_config,
+                                                                             config.seeds, info)):
+        changed = _changed(config.agent_config, new_agent)
+        raise ValueError(
+            f"changing {', '.join(f'--agent.{k}' for k in changed)} would change the shapes of the networks or "
+            "optimiser states, so the checkpoint could not continue; start a new run for that."
+        )
+    loaded = ckpt.load(run_dir, like) if ckpt.has_checkpoint(run_dir) else None
+    if loaded is not None and loaded.step > new_train.steps:
+        raise ValueError(
+            f"the checkpoint is at step {loaded.step}, beyond --steps {new_train.steps}; pass a larger --steps."
+        )
+    new_config = dataclasses.replace(config, train=new_train, agent_config=new_agent)
+    record = {**{f"train.{k}": v for k, v in _changed(config.train, new_train).items()},
+              **{f"agent.{k}": v for k, v in _changed(config.agent_config, new_agent).items()}}
+    if record:
+        saved = json.loads((run_dir / CONFIG_FILE).read_text())
+        history = saved.get("history", []) + [
+            {"time": round(time.time(), 3), "step": 0 if loaded is None else loaded.step, "changes": record}
+        ]
+        write_json_atomic(run_dir / CONFIG_FILE, {**new_config.to_dict(), "history": history})
+    if progress is not None:
+        new_config = dataclasses.replace(new_config, train=dataclasses.replace(new_config.train, progress=progress))
+    dataset = _check_dataset(load_named(config.dataset) if dataset is None else dataset)
+    normalizer = Normalizer.load(run_dir / NORMALIZER_FILE)
+    return _run(new_config, run_dir, dataset, normalizer, resume=True, loaded=loaded)
+
+
+def _changed(old: Any, new: Any) -> dict[str, Any]:
+    before, after = dotted_fields(old), dotted_fields(new)
+    return {k: v for k, v in after.items() if before[k] != v}
+
+
+def _next_stop(step: int, total: int, every: int) -> int:
+    return total if every == 0 else min(total, (step // every + 1) * every)
+
+
+def _first_nonfinite(infos: dict[str, np.ndarray]) -> tuple[int, int, dict[str, float]] | None:
+    """`(seed index, update index, {name: value})` of the earliest update with a non-finite diagnostic, or None."""
+    bad = {name: ~np.isfinite(values) for name, values in infos.items()}
+    hits = [np.argwhere(b) for b in bad.values() if b.any()]
+    if not hits:
+        return None
+    where = np.concatenate(hits)
+    seed_idx, upd = where[np.lexsort((where[:, 0], where[:, 1]))[0]]
+    values = {name: float(infos[name][seed_idx, upd]) for name, b in bad.items() if b[seed_idx, upd]}
+    return int(seed_idx), int(upd), values
+
+
+def _lr_hint(config: RunConfig, run_dir: Path) -> str:
+    lrs = [k for k in dotted_fields(config.agent_config) if k == "lr" or k.endswith(".lr")]
+    options = " ".join(f"--agent.{k}=..." for k in lrs) or "--agent.FIELD=..."
+    return f"python -m rl.train --resume {run_dir} {options} (a smaller learning rate), or start a run with other settings"
+
+
+def _run(
+    config: RunConfig,
+    run_dir: Path,
+    dataset: OfflineDataset,
+    normalizer: Normalizer,
+    *,
+    resume: bool,
+    loaded: ckpt.LoadedCheckpoint | None = None,
+) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    tc = config.train
+    agent = get_agent(config.agent)
+    mesh = make_mesh(tc.batch_size) if tc.data_parallel else None
+    seeds = config.seeds
+    info = DatasetInfo.of(config.dataset, dataset)
+    data = replicate(normalizer.transitions(dataset.transitions), mesh)
+    if loaded is not None:
+        carry, step = loaded.carry, loaded.step
+    else:
+        carry = init_carry(agent, config.agent_config, seeds, obs_dim=dataset.obs_dim, act_dim=dataset.act_dim)
+        step = 0
+    carry = replicate(carry, mesh)
+    chunk = make_chunk_fn(agent, batch_size=tc.batch_size, mesh=mesh)
+    evaluator = make_evaluator(
+        info, normalizer, episodes=tc.eval_episodes, samples=tc.eval_samples, task=getattr(dataset, "task", None)
+    )
+    logs = {s: SeedLog(run_dir / f"seed_{s}", step if resume else None) for s in seeds}
+    evals: dict[int, list[dict[str, float | int]]] = {s: [] for s in seeds}
+    saved_step = step if loaded is not None else -1
+    timings: dict[str, float] = {}
+    chunk_times: list[tuple[float, int]] = []
+    bar = tqdm(
+        total=tc.steps,
+        initial=step,
+        unit="upd",
+        unit_scale=True,
+        desc=f"{config.agent} {'x'.join(map(str, seeds)) if len(seeds) <= 4 else f'{len(seeds)} seeds'}",
+        disable=not tc.progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+
+    def say(text: str) -> None:
+        if not tc.verbose:
+            return
+        if tc.progress:
+            tqdm.write(text)  # above the bar, without breaking it
+        else:
+            print(text, flush=True)
+
+    if loaded is not None and loaded.skipped is not None:
+        say(f"warning: {loaded.skipped}; resuming from the previous good checkpoint {loaded.path} (step {step}).")
+
+    def checkpoint(c: Carry, at: int) -> None:
+        nonlocal saved_step
+        if at != saved_step:
+            ckpt.save(run_dir, c, at)
+            saved_step = at
+
+    def diverged(what: str, at: int, good: Carry | None = None, good_step: int = 0) -> DivergenceError:
+        if good is not None:  # the state before the chunk that diverged, checked finite one chunk earlier
+            checkpoint(good, good_step)
+        where = (
+            f"The last good state (step {saved_step}) is in {run_dir / ckpt.CHECKPOINT_FILE}"
+            if saved_step >= 0
+            else "No state was saved"
+        )
+        return DivergenceError(
+            f"training diverged at step {at}: {what}. {where}; continue with {_lr_hint(config, run_dir)}."
+        )
+
+    def evaluate_all(c: Carry, at: int) -> None:
+        if evaluator is None:
+            return
+        for i, s in enumerate(seeds):
+            metrics = evaluator(Policy(seed_state(c.agent, i), agent.act), s)
+            bad = nonfinite_metrics(metrics)
+            if bad:
+                named = ", ".join(f"{k} = {v}" for k, v in bad.items())
+                raise diverged(f"the evaluation of seed {s} is not finite ({named}; non-finite actions)", at)
+            row = {"step": at, **metrics}
+            logs[s].log_eval(row)
+            evals[s].append(row)
+            shown = {k: v for k, v in metrics.items() if k != "score"}  # "score" repeats the headline metric
+            say(f"[{config.agent} seed {s}] step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+
+    try:
+        while step < tc.steps:
+            stop = min(
+                step + tc.updates_per_call,
+                _next_stop(step, tc.steps, tc.eval_every),
+                _next_stop(step, tc.steps, tc.checkpoint_every),
+            )
+            length = stop - step
+            t0 = time.perf_counter()
+            new_carry, infos = chunk(carry, data, length)
+            infos = {k: np.asarray(v) for k, v in jax.device_get(infos).items()}
+            elapsed = time.perf_counter() - t0
+            if not timings:
+                timings["first_call_s"] = elapsed
+            else:
+                chunk_times.append((elapsed, length))
+            bad = _first_nonfinite(infos)
+            if bad is not None:
+                seed_idx, upd, values = bad
+                named = ", ".join(f"{k} = {v}" for k, v in values.items())
+                raise diverged(f"seed {seeds[seed_idx]}: {named}", step + upd + 1, carry, step)
+            leaves = nonfinite_leaves(new_carry.agent)
+            if leaves:
+                seed_idx, path = leaves[0]
+                more = f" and {len(leaves) - 1} more" if len(leaves) > 1 else ""
+                raise diverged(
+                    f"seed {seeds[seed_idx]}: the state's {path}{more} holds NaN or inf (the losses were finite)",
+                    stop, carry, step,
+                )
+            carry, step = new_carry, stop
+            for i, s in enumerate(seeds):
+                row = {"step": step, "time": round(time.time(), 3), "updates_per_s": length / elapsed}
+                row.update({k: float(np.mean(v[i])) for k, v in infos.items()})
+                logs[s].log_train(row)
+            bar.update(length)
+            bar.set_postfix({k: f"{float(np.mean(v[0])):.3g}" for k, v in list(infos.items())[:3]}, refresh=False)
+            if step == tc.steps or (tc.eval_every and step % tc.eval_every == 0):
+                evaluate_all(carry, step)
+            if step == tc.steps or (tc.checkpoint_every and step % tc.checkpoint_every == 0):
+                checkpoint(carry, step)
+    except KeyboardInterrupt:
+        checkpoint(carry, step)
+        say(f"interrupted at step {step}; saved {run_dir / ckpt.CHECKPOINT_FILE} (continue with --resume {run_dir}).")
+        raise
+    finally:
+        bar.close()
+        for log in logs.values():
+            log.close()
+    if chunk_times:
+        timings["seconds_per_update"] = sum(t for t, _ in chunk_times) / sum(n for _, n in chunk_times)
+    return TrainResult(run_dir=run_dir, config=config, step=step, state=carry.agent, evals=evals, timings=timings)
+
