@@ -6,7 +6,8 @@
 - `python -m rl.train` is the command line (`rl.train.cli`); with no arguments it runs the built-in demo.
 
 Modules: `config` (RunConfig, TrainConfig, dataclass <-> command line <-> JSON), `chunk` (the compiled updates),
-`checkpoint` (verified checkpoints), `logs`, `evaluators`, `loop`, `policy`, `demo`, `cli`.
+`checkpoint` (verified checkpoints), `logs`, `evaluators`, `summary` (what a finished run keeps for the
+results ledger), `loop`, `policy`, `demo`, `cli`.
 """
 
 from .checkpoint import CorruptCheckpointError as CorruptCheckpointError

@@ -1,20 +1,21 @@
 """Checkpoints that are verified before they are trusted.
 
-A checkpoint is two files: `checkpoint.eqx` (every seed's agent state, RNG key and the step, serialised with
-`equinox.tree_serialise_leaves`) and `checkpoint.json` (its step, size and sha256). Writing one:
+A checkpoint is one file, `checkpoint.eqx`: a one-line JSON header (step, payload size and sha256) followed by the
+payload, every seed's agent state, RNG key and step serialised with `equinox.tree_serialise_leaves`. Writing one:
 
-1. the new data and its sidecar go to temporary files, flushed and fsynced;
-2. the current pair, if it verifies, becomes `checkpoint.prev.eqx` / `checkpoint.prev.json`;
-3. the temporary files replace the current pair (data first, then the sidecar).
+1. header and payload go to a temporary file, flushed and fsynced;
+2. the current checkpoint, if it verifies, becomes `checkpoint.prev.eqx` (one atomic rename);
+3. the temporary file becomes `checkpoint.eqx` (one atomic rename).
 
-A crash (or `kill -9`) at any point leaves at least one pair that verifies: before step 3 the current pair, after it
-the previous one. Reading checks the size and hash; a damaged or unverifiable `checkpoint.eqx` is named as such and
-the previous good checkpoint is used instead (the caller is told which one).
+A crash (or `kill -9`) at any point leaves at least one file that verifies: before step 2 the current one, between
+2 and 3 the previous one, after 3 both. Reading checks the size and hash: a damaged or missing `checkpoint.eqx` is
+named as such and the previous good checkpoint is used instead (the caller is told which one).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -27,12 +28,20 @@ import numpy as np
 
 from .chunk import Carry
 
-__all__ = ["CHECKPOINT_FILE", "CorruptCheckpointError", "LoadedCheckpoint", "has_checkpoint", "load", "save"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CorruptCheckpointError",
+    "LoadedCheckpoint",
+    "has_checkpoint",
+    "load",
+    "read_header",
+    "save",
+]
 
 CHECKPOINT_FILE = "checkpoint.eqx"
-_SIDECAR = "checkpoint.json"
 _PREV = "checkpoint.prev.eqx"
-_PREV_SIDECAR = "checkpoint.prev.json"
+_MAGIC = "rl-checkpoint"
+_MAX_HEADER = 4096
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -57,21 +66,6 @@ def _tree(carry: Carry, step: int) -> dict[str, Any]:
     return {"agent": carry.agent, "key": jax.random.key_data(carry.key), "step": np.asarray(step, np.int64)}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def save(run_dir: str | os.PathLike, carry: Carry, step: int) -> Path:
     """Write a verified checkpoint of `carry` at `step` into `run_dir`, keeping the previous good one.
 
@@ -79,39 +73,63 @@ def save(run_dir: str | os.PathLike, carry: Carry, step: int) -> Path:
         The path of the new `checkpoint.eqx`.
     """
     run_dir = Path(run_dir)
-    data_tmp, side_tmp = run_dir / f".{CHECKPOINT_FILE}.tmp", run_dir / f".{_SIDECAR}.tmp"
-    with open(data_tmp, "wb") as f:
-        eqx.tree_serialise_leaves(f, _tree(jax.device_get(carry), step))
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, _tree(jax.device_get(carry), step))
+    payload = buffer.getvalue()
+    header = {"format": _MAGIC, "step": int(step), "bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    tmp = run_dir / f".{CHECKPOINT_FILE}.tmp"
+    with open(tmp, "wb") as f:
+        f.write((json.dumps(header) + "\n").encode())
+        f.write(payload)
         f.flush()
         os.fsync(f.fileno())
-    sidecar = {"step": int(step), "bytes": data_tmp.stat().st_size, "sha256": _sha256(data_tmp)}
-    _fsync_write(side_tmp, (json.dumps(sidecar) + "\n").encode())
-    current, current_side = run_dir / CHECKPOINT_FILE, run_dir / _SIDECAR
-    if _verify(current, current_side) is None:
+    current = run_dir / CHECKPOINT_FILE
+    if _verify(current)[0] is None:
         os.replace(current, run_dir / _PREV)
-        os.replace(current_side, run_dir / _PREV_SIDECAR)
-    os.replace(data_tmp, current)
-    os.replace(side_tmp, current_side)
+    os.replace(tmp, current)
     return current
 
 
-def _verify(data: Path, sidecar: Path) -> str | None:
-    """None if `data` matches its sidecar, else what is wrong (one phrase)."""
-    if not data.is_file():
-        return "missing"
-    if not sidecar.is_file():
-        return f"has no {sidecar.name} to verify it against (the write was interrupted)"
+def _header(f: Any) -> dict[str, Any] | None:
+    line = f.readline(_MAX_HEADER)
     try:
-        expected = json.loads(sidecar.read_text())
-        size, digest = int(expected["bytes"]), str(expected["sha256"])
-    except (ValueError, KeyError, TypeError):
-        return f"has a damaged {sidecar.name}"
-    actual = data.stat().st_size
-    if actual != size:
-        return f"is corrupt: {actual} bytes where {size} were written"
-    if _sha256(data) != digest:
-        return "is corrupt: its content does not match the sha256 recorded when it was written"
-    return None
+        header = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or header.get("format") != _MAGIC:
+        return None
+    return header
+
+
+def _verify(path: Path) -> tuple[str | None, int]:
+    """`(fault, payload offset)`: fault None if `path` holds a checkpoint whose payload matches its header."""
+    if not path.is_file():
+        return "is missing", 0
+    with open(path, "rb") as f:
+        header = _header(f)
+        if header is None:
+            size = path.stat().st_size
+            return ("is empty" if size == 0 else "is corrupt: it has no readable checkpoint header"), 0
+        offset = f.tell()
+        payload = f.read()
+    try:
+        size, digest = int(header["bytes"]), str(header["sha256"])
+    except (KeyError, TypeError, ValueError):
+        return "is corrupt: its header is damaged", 0
+    if len(payload) != size:
+        return f"is corrupt: {len(payload)} bytes where {size} were written", 0
+    if hashlib.sha256(payload).hexdigest() != digest:
+        return "is corrupt: its content does not match the sha256 recorded when it was written", 0
+    return None, offset
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The header of a checkpoint file (`step`, `bytes`, `sha256`), or None if it has none (not verified)."""
+    try:
+        with open(path, "rb") as f:
+            return _header(f)
+    except OSError:
+        return None
 
 
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:
@@ -132,30 +150,28 @@ def load(run_dir: str | os.PathLike, like: Carry) -> LoadedCheckpoint:
     if not has_checkpoint(run_dir):
         raise FileNotFoundError(f"no checkpoint in {run_dir}.")
     faults = []
-    for data, side in ((CHECKPOINT_FILE, _SIDECAR), (_PREV, _PREV_SIDECAR)):
-        fault = _verify(run_dir / data, run_dir / side)
+    for name in (CHECKPOINT_FILE, _PREV):
+        fault, offset = _verify(run_dir / name)
         if fault is None:
-            carry, step = _read(run_dir / data, like)
-            skipped = None
-            if faults:
-                name, fault = faults[0]
-                skipped = f"{run_dir / name} {'is missing' if fault == 'missing' else fault}"
-
-            return LoadedCheckpoint(carry=carry, step=step, path=run_dir / data, skipped=skipped)
-        if fault != "missing" or data == CHECKPOINT_FILE:
-            faults.append((data, fault))
-    named = "; ".join(f"{run_dir / d} {'is missing' if f == 'missing' else f}" for d, f in faults)
+            carry, step = _read(run_dir / name, offset, like)
+            skipped = f"{run_dir / faults[0][0]} {faults[0][1]}" if faults else None
+            return LoadedCheckpoint(carry=carry, step=step, path=run_dir / name, skipped=skipped)
+        if fault != "is missing" or name == CHECKPOINT_FILE:
+            faults.append((name, fault))
+    named = "; ".join(f"{run_dir / n} {f}" for n, f in faults)
     raise CorruptCheckpointError(f"no usable checkpoint in {run_dir}: {named}.")
 
 
-def _read(path: Path, like: Carry) -> tuple[Carry, int]:
+def _read(path: Path, offset: int, like: Carry) -> tuple[Carry, int]:
     skeleton = {
         "agent": like.agent,
         "key": jax.eval_shape(jax.random.key_data, like.key),
         "step": np.asarray(0, np.int64),
     }
     try:
-        tree = eqx.tree_deserialise_leaves(path, skeleton)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            tree = eqx.tree_deserialise_leaves(f, skeleton)
     except Exception as e:  # equinox/numpy raise assorted errors for a tree of another shape
         raise ValueError(
             f"the checkpoint {path} is intact but does not fit the state of this agent config "

@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m rl.train                                    # the built-in demo: every method on a 2-D bandit
+    python -m rl.train                                    # the built-in demo: every method on a 2-D bandit task
     python -m rl.train --agent flowq --dataset local/halfcheetah/medium-v0 --seed 0 --steps 1000000
     python -m rl.train --agent qipo --dataset bandit --seeds 0,1,2 --agent.beta=3 --train.batch_size=512
     python -m rl.train --agent flowq --agent.critic.expectile=0.8 --data.reward=none
@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,19 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument("--agent", choices=AGENTS, help="the algorithm")
-    p.add_argument("--dataset", default=None, help="Minari id or path, or 'bandit' for the built-in task (default)")
+    p.add_argument(
+        "--dataset", default=None, help="Minari id or path, or a built-in task: 'multimodal' (default) or 'bandit'"
+    )
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="one training seed (default 0)")
     seeds.add_argument("--seeds", default=None, help="several seeds trained together in one process, e.g. 0,1,2")
-    p.add_argument("--steps", type=int, default=None, help="gradient updates per seed (default 1000000; bandit 3000)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="gradient updates per seed (default 1000000; built-in tasks 3000)"
+    )
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N updates (0: only at the end)")
     p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
+    p.add_argument("--final-eval-episodes", type=int, default=None,
+                   help="episodes of the final evaluation (default 50; the first --eval-episodes are the periodic ones)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N updates (0: at the end)")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/<agent>-<dataset>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its checkpoint")
@@ -115,7 +121,7 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
 
 
 _RUN_OPTIONS = ("agent", "dataset", "seed", "seeds", "run_dir", "steps", "eval_every", "eval_episodes",
-                "checkpoint_every")
+                "final_eval_episodes", "checkpoint_every")
 
 
 def _refuse(args: argparse.Namespace, overrides: dict[str, dict[str, str]], *, allowed: Sequence[str], why: str):
@@ -128,7 +134,7 @@ def _refuse(args: argparse.Namespace, overrides: dict[str, dict[str, str]], *, a
 
 def _loop_options(args: argparse.Namespace) -> dict[str, Any]:
     loop = {"steps": args.steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
-            "checkpoint_every": args.checkpoint_every}
+            "final_eval_episodes": args.final_eval_episodes, "checkpoint_every": args.checkpoint_every}
     return {k: v for k, v in loop.items() if v is not None}
 
 
@@ -173,7 +179,8 @@ def _main(argv: list[str]) -> int:
 
 
 def _resolve_config(args: argparse.Namespace, overrides: dict[str, dict[str, str]]) -> Any:
-    from rl.data import DataConfig, get_task
+    from rl.data import DataConfig, check_dataset_id, get_task
+    from rl.data.tasks import DEFAULT_TASK
 
     from .config import RunConfig, TrainConfig, apply_overrides
     from .demo import demo_train_config
@@ -181,7 +188,7 @@ def _resolve_config(args: argparse.Namespace, overrides: dict[str, dict[str, str
     if args.agent is None:
         raise UsageError("--agent is required (one of " + ", ".join(AGENTS) + "), or --resume RUN_DIR")
     module = get_agent(args.agent)
-    dataset = args.dataset if args.dataset is not None else "bandit"
+    dataset = args.dataset if args.dataset is not None else DEFAULT_TASK
     try:
         agent_config = apply_overrides(module.Config(), overrides["agent"], prefix="agent", renamed=module.RENAMED)
         # a built-in task's own loop defaults: the demo's length, three evaluations
@@ -194,6 +201,8 @@ def _resolve_config(args: argparse.Namespace, overrides: dict[str, dict[str, str
         seeds = _parse_seeds(args.seeds) if args.seeds is not None else (args.seed if args.seed is not None else 0,)
         if os.path.isdir(dataset):  # a dataset directory: save its absolute path, so resume works from anywhere
             dataset = os.path.abspath(dataset)
+        elif get_task(dataset) is None:
+            check_dataset_id(dataset)  # the form of the id, before anything else (its presence is checked at load)
         return RunConfig(agent=args.agent, dataset=dataset, seeds=seeds, agent_config=agent_config,
                          train=train_config, data=data_config)
     except (ValueError, TypeError) as e:
@@ -205,7 +214,7 @@ def _train_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]
 
     from .chunk import make_mesh
     from .config import CONFIG_FILE, describe_options
-    from .loop import DivergenceError, train
+    from .loop import train
 
     config = _resolve_config(args, overrides)
     if args.options:
@@ -226,25 +235,17 @@ def _train_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]
         dataset.normalizer(config.data)  # the data options must apply to this dataset
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
-    try:
-        result = train(config, run_dir, dataset=dataset)
-    except FileExistsError as e:
-        raise UsageError(str(e)) from None
-    except DivergenceError as e:
-        print(f"{_PROG}: {e}", file=sys.stderr)
-        return 1
-    _print_summary(result)
-    return 0
+    return _report(lambda: train(config, run_dir, dataset=dataset))
 
 
 def _resume_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]]) -> int:
     from rl.data import load_named
 
-    from .checkpoint import CorruptCheckpointError
     from .config import apply_overrides, load_run_config
-    from .loop import DivergenceError, resume
+    from .loop import resume
 
-    _refuse(args, overrides, allowed=("steps", "eval_every", "eval_episodes", "checkpoint_every", "agent.", "train."),
+    _refuse(args, overrides, allowed=("steps", "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every", "agent.",
+                                     "train."),
             why="--resume continues a run with its saved agent, dataset, seeds and data settings")
     try:
         config = load_run_config(args.resume)
@@ -258,16 +259,8 @@ def _resume_command(args: argparse.Namespace, overrides: dict[str, dict[str, str
         dataset = load_named(config.dataset)
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
-    try:
-        result = resume(args.resume, steps=args.steps, train_changes=changes, agent_config=agent_config,
-                        dataset=dataset, progress=False if args.no_progress else None)
-    except (FileNotFoundError, ValueError, TypeError, CorruptCheckpointError) as e:
-        raise UsageError(str(e)) from None
-    except DivergenceError as e:
-        print(f"{_PROG}: {e}", file=sys.stderr)
-        return 1
-    _print_summary(result)
-    return 0
+    return _report(lambda: resume(args.resume, steps=args.steps, train_changes=changes, agent_config=agent_config,
+                                  dataset=dataset, progress=False if args.no_progress else None))
 
 
 def _evaluate_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]]) -> int:
@@ -293,6 +286,22 @@ def _evaluate_command(args: argparse.Namespace, overrides: dict[str, dict[str, s
     scores = np.array([m["score"] for m in results.values()])
     print(f"  score over seeds: {scores.mean():.4g} ± {scores.std():.4g} "
           f"(appended to {Path(args.evaluate) / EVALUATIONS_FILE})")
+    return 0
+
+
+def _report(run: Callable[[], Any]) -> int:
+    """Run `train` or `resume`: print the summary (0), a divergence (1), or refuse input they found bad (2)."""
+    from .checkpoint import CorruptCheckpointError
+    from .loop import DivergenceError
+
+    try:
+        result = run()
+    except (FileExistsError, FileNotFoundError, ValueError, TypeError, CorruptCheckpointError) as e:
+        raise UsageError(str(e)) from None
+    except DivergenceError as e:
+        print(f"{_PROG}: {e}", file=sys.stderr)
+        return 1
+    _print_summary(result)
     return 0
 
 

@@ -58,6 +58,9 @@ class TrainConfig:
     eval_every: int = 10_000
     # episodes per evaluation in Gymnasium (0: no evaluation at all, on any dataset)
     eval_episodes: int = 10
+    # episodes of the final evaluation in Gymnasium (>= eval_episodes, <= 1000); its first eval_episodes episodes are
+    # the ones every periodic evaluation plays, so the learning curve's last point is part of it
+    final_eval_episodes: int = 50
     # policy samples per evaluation on a built-in task
     eval_samples: int = 2_048
     # write a checkpoint every this many updates, and always at the end (0: only at the end)
@@ -78,6 +81,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 0, got {value!r}.")
+        final = self.final_eval_episodes
+        if not isinstance(final, int) or isinstance(final, bool) or not max(1, self.eval_episodes) <= final <= 1000:
+            raise ValueError(
+                f"TrainConfig.final_eval_episodes must be an integer from eval_episodes ({self.eval_episodes}) to 1000 "
+                f"(the final evaluation extends the periodic one), got {final!r}."
+            )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from rl.data import Normalizer, OfflineDataset, load_named
@@ -26,8 +27,10 @@ __all__ = [
     "DATASET_FILE",
     "NORMALIZER_FILE",
     "DatasetInfo",
+    "Evaluation",
     "Evaluator",
     "Policy",
+    "episode_metrics",
     "make_evaluator",
 ]
 
@@ -37,6 +40,8 @@ NORMALIZER_FILE = "normalizer.json"
 # successive evaluations of one seed start from the same states and a learning curve is not evaluation noise.
 _EVAL_SEED_BASE = 1_000_000
 _EVAL_SEED_STRIDE = 1_000
+# Synchronous environments of an evaluation (fewer when it has fewer episodes).
+_EVAL_ENVS = 10
 
 
 class Policy(eqx.Module):
@@ -68,9 +73,11 @@ class DatasetInfo:
     # observation and action sizes
     obs_dim: int
     act_dim: int
+    # sha256 of the transitions the run trained on (`rl.train.summary.dataset_fingerprint`); None in older runs
+    fingerprint: str | None = None
 
     @classmethod
-    def of(cls, name: str, dataset: OfflineDataset) -> DatasetInfo:
+    def of(cls, name: str, dataset: OfflineDataset, *, fingerprint: str | None = None) -> DatasetInfo:
         """The info of a loaded dataset."""
         return cls(
             name=name,
@@ -80,6 +87,7 @@ class DatasetInfo:
             ref_max_score=dataset.ref_max_score,
             obs_dim=dataset.obs_dim,
             act_dim=dataset.act_dim,
+            fingerprint=fingerprint,
         )
 
     def save(self, run_dir: Path) -> None:
@@ -98,8 +106,60 @@ class DatasetInfo:
             raise ValueError(f"{path} is damaged ({e}).") from None
 
 
-Evaluator = Callable[[Policy, int], dict[str, float]]
-"""`evaluator(policy, training_seed) -> metrics`, with the headline number under `"score"`."""
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of one seed: its metrics and, in Gymnasium, every episode's return."""
+
+    # the metrics, with the headline number under "score"
+    metrics: dict[str, float]
+    # raw return of each episode, in episode order (None on a built-in task)
+    returns: np.ndarray | None = None
+    # normalised return of each episode (None without reference scores)
+    normalized: np.ndarray | None = None
+
+    @property
+    def episodes(self) -> int | None:
+        """Episodes played (None on a built-in task)."""
+        return None if self.returns is None else len(self.returns)
+
+    def head(self, n: int) -> Evaluation:
+        """The evaluation of the first `n` episodes (what an evaluation of `n` episodes plays, with the same seeds)."""
+        if self.returns is None or n >= len(self.returns):
+            return self
+        normalized = None if self.normalized is None else self.normalized[:n]
+        return Evaluation(episode_metrics(self.returns[:n], normalized), self.returns[:n], normalized)
+
+
+def episode_metrics(returns: np.ndarray, normalized: np.ndarray | None) -> dict[str, float]:
+    """Mean and std (ddof 0) of per-episode returns and normalised returns; `"score"` is the normalised mean if any."""
+    out = {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
+    if normalized is not None:
+        out["normalized_mean"] = float(np.mean(normalized))
+        out["normalized_std"] = float(np.std(normalized))
+    out["score"] = out.get("normalized_mean", out["return_mean"])
+    return out
+
+
+class Evaluator:
+    """Scores one seed's policy: `evaluator(policy, seed) -> metrics`, `evaluator.evaluate(...) -> Evaluation`.
+
+    In Gymnasium, episode `k` of training seed `s` starts from `reset(seed=1_000_000 + 1_000 * s + k)` and the episodes
+    run in `min(episodes, 10)` synchronous environments whatever their number, so an evaluation of more episodes
+    (the final one) plays the periodic evaluation's episodes first, with the same actions. On a built-in task the
+    policy is sampled with a key fixed per seed.
+    """
+
+    def __init__(self, score: Callable[[Policy, int, int | None], Evaluation], episodes: int | None):
+        self._score = score
+        # episodes of a periodic evaluation (None on a built-in task)
+        self.episodes = episodes
+
+    def evaluate(self, policy: Policy, seed: int, *, episodes: int | None = None) -> Evaluation:
+        """Evaluate `policy` of training seed `seed` on `episodes` episodes (default the periodic number)."""
+        return self._score(policy, seed, episodes)
+
+    def __call__(self, policy: Policy, seed: int) -> dict[str, float]:
+        return self._score(policy, seed, None).metrics
 
 
 def make_evaluator(
@@ -115,7 +175,7 @@ def make_evaluator(
     Args:
         info: the run's dataset info.
         normalizer: the observation statistics the policy was trained with.
-        episodes: Gymnasium episodes per evaluation.
+        episodes: Gymnasium episodes per (periodic) evaluation.
         samples: policy samples per evaluation on a built-in task.
         task: the built-in task of the dataset, if it is one (`OfflineDataset.task`); found from `info.name` when
             not given.
@@ -126,33 +186,33 @@ def make_evaluator(
         task = getattr(load_named(info.name), "task", None)
     if task is not None:
 
-        def score_task(policy: Policy, seed: int) -> dict[str, float]:
+        def score_task(policy: Policy, seed: int, _: int | None) -> Evaluation:
             key = jax.random.fold_in(jax.random.key(seed), _EVAL_SEED_BASE)
-            return dict(task.evaluate(policy, key=key, num_samples=samples))
+            return Evaluation(dict(task.evaluate(policy, key=key, num_samples=samples)))
 
-        return score_task
+        return Evaluator(score_task, None)
     if info.env_id is None:
         return None
     from rl.envs import evaluate
 
-    def score_env(policy: Policy, seed: int) -> dict[str, float]:
+    env_id = info.env_id
+
+    def score_env(policy: Policy, seed: int, count: int | None) -> Evaluation:
         result = evaluate(
             policy,
-            info.env_id,
-            num_episodes=episodes,
+            env_id,
+            num_episodes=episodes if count is None else count,
             seed=_EVAL_SEED_BASE + _EVAL_SEED_STRIDE * seed,
             normalizer=normalizer,
             ref_min_score=info.ref_min_score,
             ref_max_score=info.ref_max_score,
+            num_envs=min(episodes, _EVAL_ENVS),  # the periodic batch: the same actions in a longer evaluation
         )
-        out = {"return_mean": result.mean, "return_std": result.std}
-        if result.normalized_mean is not None:
-            out["normalized_mean"] = result.normalized_mean
-            out["normalized_std"] = result.normalized_std
-        out["score"] = out.get("normalized_mean", result.mean)
-        return out
+        returns = np.asarray(result.returns, dtype=np.float64)
+        normalized = None if result.normalized is None else np.asarray(result.normalized, dtype=np.float64)
+        return Evaluation(episode_metrics(returns, normalized), returns, normalized)
 
-    return score_env
+    return Evaluator(score_env, episodes)
 
 
 def nonfinite_metrics(metrics: dict[str, Any]) -> dict[str, float]:

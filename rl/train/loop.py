@@ -6,9 +6,14 @@ Run directory layout::
       config.json        # the resolved RunConfig, and the history of settings changed on resume
       dataset.json       # what evaluation needs of the dataset (environment, reference scores, sizes)
       normalizer.json    # observation statistics and reward transform the agent was trained with
-      checkpoint.eqx     # the latest good state of all seeds (agent states, RNG keys, step) ...
-      checkpoint.json    # ... and its size and sha256; checkpoint.prev.* is the one before (see rl.train.checkpoint)
-      seed_<s>/          # train.csv, eval.csv, tb/ (see rl.train.logs)
+      checkpoint.eqx     # the latest good state of all seeds (agent states, RNG keys, step), with its sha256
+      checkpoint.prev.eqx  # the one before, kept until the new one is in place (see rl.train.checkpoint)
+      seed_<s>/          # train.csv, eval.csv, tb/ (see rl.train.logs); episodes.jsonl (per-episode returns)
+      sittings.json      # wall time of each process that trained the run
+      summary.json       # written when the run finishes: what the results ledger keeps (see rl.train.summary)
+
+Evaluations: every `eval_every` updates on `eval_episodes` episodes, at the end on `final_eval_episodes` (see
+`rl.train.evaluators.Evaluator`).
 
 Between chunks the loop checks every diagnostic of every update and every floating-point array of the state
 (parameters, optimiser moments, targets) for NaN and infinities, and every evaluation metric; the first non-finite
@@ -39,6 +44,7 @@ from .chunk import Carry, init_carry, make_chunk_fn, make_mesh, nonfinite_leaves
 from .config import CONFIG_FILE, RunConfig, dotted_fields, load_run_config, write_json_atomic
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator, nonfinite_metrics
 from .logs import SeedLog
+from .summary import SUMMARY_FILE, EpisodeLog, Sitting, dataset_fingerprint, write_summary
 
 __all__ = ["DivergenceError", "TrainResult", "resume", "shapes_of", "train"]
 
@@ -59,13 +65,17 @@ class TrainResult:
     step: int
     # the final agent states of all seeds, stacked along a leading seed axis (see `rl.train.seed_state`)
     state: Any
-    # per seed, the evaluations of this process: a list of {"step": ..., metric: value, ...}
+    # per seed, the evaluations of this process (the learning curve): a list of {"step": ..., metric: value, ...}
     evals: dict[int, list[dict[str, float | int]]]
     # seconds of the first chunk (compilation included) and the mean per-update seconds of the others
     timings: dict[str, float]
+    # per seed, the final evaluation of this process ({"step", "episodes", metrics}; on all final episodes)
+    finals: dict[int, dict[str, float | int]] = dataclasses.field(default_factory=dict)
 
     def final_eval(self, seed: int) -> dict[str, float | int] | None:
-        """The last evaluation of `seed`, or None if there was none."""
+        """The final evaluation of `seed` (all `final_eval_episodes`), else its last evaluation, else None."""
+        if seed in self.finals:
+            return self.finals[seed]
         rows = self.evals.get(seed, [])
         return rows[-1] if rows else None
 
@@ -102,11 +112,12 @@ def train(config: RunConfig, run_dir: str | os.PathLike, *, dataset: OfflineData
         )
     dataset = _check_dataset(load_named(config.dataset) if dataset is None else dataset)
     normalizer = dataset.normalizer(config.data)
+    fingerprint = dataset_fingerprint(dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
-    DatasetInfo.of(config.dataset, dataset).save(run_dir)
+    DatasetInfo.of(config.dataset, dataset, fingerprint=fingerprint).save(run_dir)
     normalizer.save(run_dir / NORMALIZER_FILE)
     write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())  # last: a run directory is one once this exists
-    return _run(config, run_dir, dataset, normalizer, resume=False)
+    return _run(config, run_dir, dataset, normalizer, fingerprint, resume=False)
 
 
 def shapes_of(agent_name: str, agent_config: Any, seeds: tuple[int, ...], info: DatasetInfo) -> Carry:
@@ -183,6 +194,13 @@ def resume(
         raise ValueError(
             f"the checkpoint is at step {loaded.step}, beyond --steps {new_train.steps}; pass a larger --steps."
         )
+    dataset = _check_dataset(load_named(config.dataset) if dataset is None else dataset)
+    fingerprint = dataset_fingerprint(dataset)
+    if info.fingerprint is not None and info.fingerprint != fingerprint:
+        raise ValueError(
+            f"the dataset {config.dataset!r} is not the one the run began with (fingerprint {fingerprint[:19]}, "
+            f"the run's {info.fingerprint[:19]}); a resumed run must train on the same data."
+        )
     new_config = dataclasses.replace(config, train=new_train, agent_config=new_agent)
     record = {**{f"train.{k}": v for k, v in _changed(config.train, new_train).items()},
               **{f"agent.{k}": v for k, v in _changed(config.agent_config, new_agent).items()}}
@@ -194,9 +212,10 @@ def resume(
         write_json_atomic(run_dir / CONFIG_FILE, {**new_config.to_dict(), "history": history})
     if progress is not None:
         new_config = dataclasses.replace(new_config, train=dataclasses.replace(new_config.train, progress=progress))
-    dataset = _check_dataset(load_named(config.dataset) if dataset is None else dataset)
+    if loaded is None or loaded.step < new_train.steps:  # the run is unfinished again until it reaches its end
+        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     normalizer = Normalizer.load(run_dir / NORMALIZER_FILE)
-    return _run(new_config, run_dir, dataset, normalizer, resume=True, loaded=loaded)
+    return _run(new_config, run_dir, dataset, normalizer, fingerprint, resume=True, loaded=loaded)
 
 
 def _changed(old: Any, new: Any) -> dict[str, Any]:
@@ -231,6 +250,7 @@ def _run(
     run_dir: Path,
     dataset: OfflineDataset,
     normalizer: Normalizer,
+    fingerprint: str,
     *,
     resume: bool,
     loaded: ckpt.LoadedCheckpoint | None = None,
@@ -254,7 +274,10 @@ def _run(
         info, normalizer, episodes=tc.eval_episodes, samples=tc.eval_samples, task=getattr(dataset, "task", None)
     )
     logs = {s: SeedLog(run_dir / f"seed_{s}", step if resume else None) for s in seeds}
+    episode_logs = {s: EpisodeLog(run_dir / f"seed_{s}" / "episodes.jsonl", step if resume else None) for s in seeds}
+    sitting = Sitting(run_dir, step, resume=resume)
     evals: dict[int, list[dict[str, float | int]]] = {s: [] for s in seeds}
+    finals: dict[int, dict[str, float | int]] = {}
     saved_step = step if loaded is not None else -1
     timings: dict[str, float] = {}
     chunk_times: list[tuple[float, int]] = []
@@ -285,6 +308,7 @@ def _run(
         if at != saved_step:
             ckpt.save(run_dir, c, at)
             saved_step = at
+            sitting.update(at)
 
     def diverged(what: str, at: int, good: Carry | None = None, good_step: int = 0) -> DivergenceError:
         if good is not None:  # the state before the chunk that diverged, checked finite one chunk earlier
@@ -298,20 +322,28 @@ def _run(
             f"training diverged at step {at}: {what}. {where}; continue with {_lr_hint(config, run_dir)}."
         )
 
-    def evaluate_all(c: Carry, at: int) -> None:
+    def evaluate_all(c: Carry, at: int, final: bool) -> None:
         if evaluator is None:
             return
         for i, s in enumerate(seeds):
-            metrics = evaluator(Policy(seed_state(c.agent, i), agent.act), s)
-            bad = nonfinite_metrics(metrics)
+            policy = Policy(seed_state(c.agent, i), agent.act)
+            result = evaluator.evaluate(policy, s, episodes=tc.final_eval_episodes if final else None)
+            bad = nonfinite_metrics(result.metrics)
             if bad:
                 named = ", ".join(f"{k} = {v}" for k, v in bad.items())
                 raise diverged(f"the evaluation of seed {s} is not finite ({named}; non-finite actions)", at)
+            metrics = result.head(tc.eval_episodes).metrics  # the curve's point: the periodic episodes
             row = {"step": at, **metrics}
             logs[s].log_eval(row)
+            episode_logs[s].write(at, result, final=final)
             evals[s].append(row)
             shown = {k: v for k, v in metrics.items() if k != "score"}  # "score" repeats the headline metric
-            say(f"[{config.agent} seed {s}] step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+            text = f"[{config.agent} seed {s}] step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            if final:
+                finals[s] = {"step": at, **result.metrics, **({"episodes": result.episodes} if result.episodes else {})}
+                if result.episodes is not None and result.episodes > tc.eval_episodes:
+                    text += f"; final evaluation on {result.episodes} episodes: score {result.metrics['score']:.4g}"
+            say(text)
 
     try:
         while step < tc.steps:
@@ -350,7 +382,7 @@ def _run(
             bar.update(length)
             bar.set_postfix({k: f"{float(np.mean(v[0])):.3g}" for k, v in list(infos.items())[:3]}, refresh=False)
             if step == tc.steps or (tc.eval_every and step % tc.eval_every == 0):
-                evaluate_all(carry, step)
+                evaluate_all(carry, step, final=step == tc.steps)
             if step == tc.steps or (tc.checkpoint_every and step % tc.checkpoint_every == 0):
                 checkpoint(carry, step)
     except KeyboardInterrupt:
@@ -361,7 +393,11 @@ def _run(
         bar.close()
         for log in logs.values():
             log.close()
+        sitting.update(saved_step if saved_step >= 0 else 0)
+    if step == tc.steps:
+        write_summary(run_dir, config, dataset, fingerprint)
     if chunk_times:
         timings["seconds_per_update"] = sum(t for t, _ in chunk_times) / sum(n for _, n in chunk_times)
-    return TrainResult(run_dir=run_dir, config=config, step=step, state=carry.agent, evals=evals, timings=timings)
+    return TrainResult(run_dir=run_dir, config=config, step=step, state=carry.agent, evals=evals, timings=timings,
+                       finals=finals)
 

@@ -22,7 +22,7 @@ from rl import train as trainer
 from rl.agents import flowq, iql, qipo
 from rl.data import DataConfig, load_named
 from rl.data.tasks import BanditTask, score_actions
-from rl.train import DivergenceError, RunConfig, TrainConfig, checkpoint
+from rl.train import DivergenceError, RunConfig, TrainConfig, checkpoint, loop, summary
 from rl.train.chunk import make_chunk_fn, nonfinite_leaves
 from rl.train.fields import apply_overrides, config_from_dict
 
@@ -131,10 +131,11 @@ def test_run_config_refuses_bad_input(kwargs, match):
         RunConfig(**kwargs)
 
 
-@pytest.mark.parametrize("field, value", [("steps", 0), ("batch_size", -1), ("eval_every", -5)])
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch_size", -1), ("eval_every", -5),
+                                          ("final_eval_episodes", 9), ("final_eval_episodes", 1001)])
 def test_train_config_refuses_bad_values(field, value):
     with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
-        TrainConfig(**{field: value})
+        TrainConfig(**{field: value})  # final_eval_episodes: from eval_episodes (10) to 1000
 
 
 def test_make_mesh_needs_a_batch_that_splits_over_devices():
@@ -205,7 +206,7 @@ def carry_like(data, agent_config=TINY_IQL):
 def test_checkpoint_round_trip_is_exact(tmp_path, data):
     carry = trained_carry(data)
     checkpoint.save(tmp_path, carry, 10)
-    assert not list(tmp_path.glob(".*tmp"))  # written through temporary files, then renamed
+    assert not list(tmp_path.glob(".*tmp"))  # written through a temporary file, then renamed
     loaded = checkpoint.load(tmp_path, carry_like(data))
     assert loaded.step == 10 and loaded.skipped is None
     assert_trees_equal(loaded.carry.agent, carry.agent)
@@ -223,15 +224,24 @@ def flip_bytes(path, count=300, seed=0):
     path.write_bytes(bytes(raw))
 
 
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def damage_header(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b'"sha256"', b'"sha257"', 1))
+
+
 @pytest.mark.parametrize(
     "damage, fault",
     [
         (lambda p: flip_bytes(p), "does not match the sha256"),
-        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "bytes where"),
-        (lambda p: p.write_bytes(b""), "0 bytes where"),
+        (truncate, "bytes where"),
+        (lambda p: p.write_bytes(b""), "is empty"),
         (lambda p: p.unlink(), "is missing"),
-        (lambda p: p.with_name("checkpoint.json").unlink(), "to verify it against"),
-        (lambda p: p.with_name("checkpoint.json").write_text("{not json"), "damaged checkpoint.json"),
+        (lambda p: p.write_bytes(b"garbage" * 100), "no readable checkpoint header"),
+        (damage_header, "header is damaged"),
     ],
 )
 def test_a_damaged_checkpoint_is_named_and_the_previous_good_one_used(tmp_path, data, damage, fault):
@@ -298,7 +308,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_step_0(tmp_path,
     run = RunConfig(agent="iql", dataset="bandit", seeds=(0, 1), agent_config=TINY_IQL, train=quiet(steps=20))
     straight = trainer.train(run, tmp_path / "straight", dataset=data)
     trainer.train(run, tmp_path / "crashed", dataset=data)
-    for name in ("checkpoint.eqx", "checkpoint.json"):
+    for name in ("checkpoint.eqx",):
         (tmp_path / "crashed" / name).unlink()
     resumed = trainer.resume(tmp_path / "crashed", dataset=data)
     assert resumed.step == 20
@@ -331,9 +341,11 @@ def all_finite(tree):
     return all(np.isfinite(x).all() for x in arrays(tree) if np.issubdtype(x.dtype, np.floating))
 
 
-def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data):
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
     run = RunConfig(agent="iql", dataset="bandit", agent_config=TINY_IQL, train=quiet(steps=20))
     good = trainer.train(run, tmp_path / "run", dataset=data)
+    # resume refuses data other than the run's (next test); here the poisoned copy must pass for the same data
+    monkeypatch.setattr(loop, "dataset_fingerprint", lambda _: summary.dataset_fingerprint(data))
     with pytest.raises(DivergenceError, match=r"diverged at step 21: seed 0: .*q_loss = nan.*\(step 20\).*--resume"):
         trainer.resume(tmp_path / "run", steps=40, dataset=poisoned(data, jnp.nan))
     like = eqx.filter_eval_shape(trainer.init_carry, iql, TINY_IQL, (0,), obs_dim=2, act_dim=2)

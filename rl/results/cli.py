@@ -1,0 +1,192 @@
+"""`python -m rl.results`: make the datasets, fill the ledger a sitting at a time, and write the results page.
+
+    python -m rl.results datasets                  # make results/<env>/medium-v0 with rl.collect (behaviour policies)
+    python -m rl.results missing                   # the grid's cells the ledger lacks, with the run behind each
+    python -m rl.results run --limit 2             # run (or resume) the first two missing runs, then add them
+    python -m rl.results add runs/some-run         # copy a finished run's summary.json into results/ledger/
+    python -m rl.results report                    # docs/results.md and docs/img/results-*.png, from the ledger alone
+
+The grid options (`--envs`, `--kinds`, `--agents`, `--seeds`, `--steps`, the evaluation protocol and any trailing
+`--agent.FIELD=VALUE`, `--train.FIELD=VALUE`, `--data.FIELD=VALUE`) are shared by `missing`, `run` and `report`; the
+defaults are the page's grid. Run from the repository root (paths are relative to it). Exit status: 0 done, 1 a run
+failed, 2 bad command line or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rl.cli import Parser
+
+from . import grid as grids
+from . import ledger
+
+__all__ = ["main"]
+
+_PROG = "python -m rl.results"
+NOISE = 0.1  # Gaussian action noise of the medium recipe (D4RL's)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _parser() -> Parser:
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument("--envs", type=_names, default=grids.ENVS, help="environments (default %(default)s)")
+    g.add_argument("--kinds", type=_names, default=grids.KINDS, help="dataset kinds (default %(default)s)")
+    g.add_argument("--namespace", default=grids.NAMESPACE, help="dataset ids are NAMESPACE/ENV/KIND-v0")
+    g.add_argument("--ledger", type=Path, default=ledger.LEDGER, help="the ledger directory (default %(default)s)")
+    grid = argparse.ArgumentParser(add_help=False, parents=[g])
+    grid.add_argument("--agents", type=_names, default=grids.AGENTS, help="agents (default %(default)s)")
+    grid.add_argument("--seeds", type=_ints, default=grids.SEEDS, help="seeds (default %(default)s)")
+    grid.add_argument("--steps", type=_ints, default=grids.STEPS, help="budgets in updates per seed (%(default)s)")
+    grid.add_argument("--eval-every", type=int, default=10_000)
+    grid.add_argument("--eval-episodes", type=int, default=10)
+    grid.add_argument("--final-eval-episodes", type=int, default=50)
+    p = Parser(prog=_PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser("datasets", parents=[g], help="make the grid's datasets with rl.collect (medium kind)")
+    d.add_argument("--policies", type=Path, default=Path("..") / "shared" / "policies",
+                   help="directory of the behaviour policies <env>-medium.npz (default %(default)s)")
+    a = sub.add_parser("add", help="copy finished runs' summaries into the ledger")
+    a.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    a.add_argument("--ledger", type=Path, default=ledger.LEDGER)
+    a.add_argument("--replace", action="store_true", help="replace an entry of the same setting and seeds")
+    sub.add_parser("missing", parents=[grid], help="list the grid's cells the ledger lacks")
+    r = sub.add_parser("run", parents=[grid], help="run the missing cells one run at a time, adding each")
+    r.add_argument("--runs", type=Path, default=Path("runs") / "results", help="run directories (default %(default)s)")
+    r.add_argument("--limit", type=int, default=None, help="at most this many runs in this sitting")
+    rep = sub.add_parser("report", parents=[grid], help="write the results page and its figures from the ledger")
+    rep.add_argument("--page", type=Path, default=Path("docs") / "results.md")
+    rep.add_argument("--img", type=Path, default=Path("docs") / "img")
+    rep.add_argument("--reps", type=int, default=20_000, help="bootstrap resamples of the aggregates")
+    return p
+
+
+def _grid(args: argparse.Namespace, extras: Sequence[str]) -> grids.Grid:
+    return grids.Grid(envs=args.envs, kinds=args.kinds, agents=args.agents, seeds=args.seeds, steps=args.steps,
+                      eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                      final_eval_episodes=args.final_eval_episodes, checkpoint_every=args.eval_every or 10_000,
+                      namespace=args.namespace, overrides=grids.parse_overrides(extras))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m rl.results`; returns the exit status."""
+    parser = _parser()
+    args, extras = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if extras and args.command not in ("missing", "run", "report"):
+        parser.error(f"unrecognised arguments: {' '.join(extras)}")
+    try:
+        grid = _grid(args, extras) if args.command in ("missing", "run", "report") else None
+        return {"datasets": _datasets, "add": _add, "missing": _missing, "run": _run, "report": _report}[
+            args.command](args, grid)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+        parser.error(str(e))
+
+
+def _datasets(args: argparse.Namespace, _: object) -> int:
+    from rl.data import resolve_dataset_path
+
+    for env in args.envs:
+        for kind in args.kinds:
+            if kind != "medium":
+                raise ValueError(f"no recipe for {kind!r} here yet (only medium); make it with python -m rl.collect "
+                                 f"{kind} --env {env} --dataset-id {grids.dataset_id(env, kind, args.namespace)}.")
+            dataset = grids.dataset_id(env, kind, args.namespace)
+            if resolve_dataset_path(dataset) is not None:
+                print(f"{dataset}: present")
+                continue
+            cmd = [sys.executable, "-m", "rl.collect", "medium", "--env", env, "--policy",
+                   str(args.policies / f"{env}-medium.npz"), "--noise", str(NOISE), "--seed", "0", "--dataset-id",
+                   dataset, "--no-progress"]
+            print("$", grids.shown(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+    return 0
+
+
+def _add(args: argparse.Namespace, _: object) -> int:
+    for run_dir in args.run_dirs:
+        path, status = ledger.add(run_dir, args.ledger, replace=args.replace)
+        print(f"{run_dir}: {status} {path}")
+    return 0
+
+
+def _missing(args: argparse.Namespace, grid: grids.Grid) -> int:
+    gaps = ledger.missing(grid, ledger.load(args.ledger))
+    if not gaps:
+        print(f"the ledger {args.ledger} holds every cell of the grid.")
+        return 0
+    seeds = sum(len(m.seeds) for m in gaps)
+    print(f"{len(gaps)} run{'s' * (len(gaps) > 1)} ({seeds} seed{'s' * (seeds > 1)}) missing from {args.ledger}:")
+    for m in gaps:
+        print(f"  {m.dataset} × {m.agent} at {m.steps} updates: seeds {', '.join(map(str, m.seeds))}")
+        run_dir = Path("runs") / "results" / m.run_name(grid)
+        print(f"    {grids.shown(grid.command(m.dataset, m.agent, m.steps, m.seeds, run_dir))}")
+    return 0
+
+
+def _execute(cmd: list[str]) -> int:
+    """Run one command (a separate process per run: memory is returned between runs)."""
+    return subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode
+
+
+def _run(args: argparse.Namespace, grid: grids.Grid) -> int:
+    from rl.data import get_task, resolve_dataset_path
+    from rl.train.checkpoint import has_checkpoint
+    from rl.train.summary import SUMMARY_FILE
+
+    gaps = ledger.missing(grid, ledger.load(args.ledger))
+    failed, done = 0, 0
+    for m in gaps:
+        if args.limit is not None and done >= args.limit:
+            print(f"stopping after {done} run{'s' * (done > 1)} (--limit); {len(gaps) - done} left.")
+            break
+        if get_task(m.dataset) is None and resolve_dataset_path(m.dataset) is None:
+            print(f"{m.dataset} is not on this machine (python -m rl.results datasets): skipping {m.agent}.")
+            continue
+        run_dir = args.runs / m.run_name(grid)
+        if not (run_dir / SUMMARY_FILE).is_file():
+            if has_checkpoint(run_dir):
+                cmd = [sys.executable, "-m", "rl.train", "--resume", str(run_dir), "--steps", str(m.steps),
+                       "--no-progress"]
+            else:
+                if run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+                    shutil.rmtree(run_dir)
+                cmd = grid.command(m.dataset, m.agent, m.steps, m.seeds, run_dir)
+            print("$", grids.shown(cmd), flush=True)
+            done += 1
+            code = _execute(cmd)
+            if code != 0:
+                print(f"{run_dir}: exit status {code}; not added.", flush=True)
+                failed += 1
+                continue
+        path, status = ledger.add(run_dir, args.ledger)
+        entry = ledger.Entry(path, json.loads(path.read_text()))
+        if entry.setting != ledger.setting_hash(grid.config(m.dataset, m.agent, m.steps, m.seeds)):
+            print(f"warning: {run_dir} ran another setting than the grid's; it does not fill the cell.")
+        print(f"{run_dir}: {status} {path}", flush=True)
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace, grid: grids.Grid) -> int:
+    from .report import write_report
+
+    entries = ledger.load(args.ledger)
+    write_report(grid, entries, args.page, args.img, reps=args.reps)
+    print(f"wrote {args.page} and its figures under {args.img} from {len(entries)} ledger entries.")
+    return 0

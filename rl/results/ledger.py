@@ -1,0 +1,227 @@
+"""The results ledger: one run summary per file under `results/ledger/`, and which grid cells it covers.
+
+An entry is a finished run's `summary.json` (`rl.train.summary`) copied verbatim, named
+`<dataset>__<agent>__<hash>.json` with `hash` the first 10 hex digits of the sha256 of its *setting* and seeds. The
+setting is the resolved config (agent, dataset, agent config, loop and data configs) without the fields that change how
+a run executes but not what it computes (`EXECUTION_FIELDS`). An entry covers the cells `(dataset, agent, steps,
+seed)` of its seeds for exactly that setting, as the run recorded it: when a default changes or a field is added to a
+config, the runs made before stop counting (they are listed on the page as other runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rl.train.config import RunConfig
+from rl.train.summary import SUMMARY_FILE, SUMMARY_VERSION
+
+from .grid import Grid
+
+__all__ = [
+    "EXECUTION_FIELDS",
+    "LEDGER",
+    "Entry",
+    "Missing",
+    "add",
+    "budgets",
+    "coverage",
+    "entry_name",
+    "load",
+    "missing",
+    "other_entries",
+    "setting_hash",
+]
+
+LEDGER = Path("results") / "ledger"
+# TrainConfig fields that change how a run executes, not what it computes (checkpoints, chunking, display, devices)
+EXECUTION_FIELDS = ("checkpoint_every", "updates_per_call", "data_parallel", "progress", "verbose")
+
+
+def _setting(config: dict[str, Any]) -> dict[str, Any]:
+    # as the run wrote it: a field added to a Config since then makes the run another setting, since nothing says
+    # the run behaved as the new field's default does
+    train = {k: v for k, v in config.get("train", {}).items() if k not in EXECUTION_FIELDS}
+    return {"agent": config.get("agent"), "dataset": config.get("dataset"), "agent_config": config.get("agent_config"),
+            "train": train, "data": config.get("data")}
+
+
+def setting_hash(config: dict[str, Any] | RunConfig, *, seeds: bool = False) -> str:
+    """10 hex digits of the sha256 of a config's setting (with its seeds when `seeds`)."""
+    data = config.to_dict() if isinstance(config, RunConfig) else config
+    setting = _setting(data)
+    if seeds:
+        setting["seeds"] = sorted(data["seeds"])
+    return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "dataset"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A ledger file and the run summary it holds."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def agent(self) -> str:
+        """The agent's name."""
+        return self.summary["agent"]
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the run was given (its id for a grid run)."""
+        return self.summary["config"]["dataset"]
+
+    @property
+    def steps(self) -> int:
+        """Updates per seed."""
+        return int(self.summary["budget"]["steps"])
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The run's training seeds."""
+        return tuple(int(s) for s in self.summary["budget"]["seeds"])
+
+    @property
+    def setting(self) -> str:
+        """The hash of the setting without seeds: entries with the same one are runs of the same cells."""
+        return setting_hash(self.summary["config"])
+
+    def final(self, seed: int) -> float | None:
+        """The seed's final score (all final episodes), or None."""
+        return self.summary["final"]["score"].get(str(seed))
+
+
+def entry_name(summary: dict[str, Any]) -> str:
+    """`<dataset>__<agent>__<hash>.json`, the hash over the setting and the seeds."""
+    return f"{_slug(summary['dataset']['id'])}__{summary['agent']}__{setting_hash(summary['config'], seeds=True)}.json"
+
+
+def _check(summary: Any, where: str) -> dict[str, Any]:
+    keys = ("summary_version", "agent", "dataset", "budget", "final", "last3", "curve", "config")
+    if not isinstance(summary, dict) or any(k not in summary for k in keys):
+        raise ValueError(f"{where} is not a run summary (it needs the keys {', '.join(keys)}).")
+    if summary["summary_version"] != SUMMARY_VERSION:
+        raise ValueError(f"{where}: summary version {summary['summary_version']!r}, this release reads "
+                         f"{SUMMARY_VERSION}.")
+    return summary
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return _check(json.loads(path.read_text()), str(path))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}).") from None
+
+
+def add(run_dir: str | Path, ledger: str | Path = LEDGER, *, replace: bool = False) -> tuple[Path, str]:
+    """Copy `RUN_DIR/summary.json` into the ledger.
+
+    Returns:
+        The ledger file and what happened: `"added"`, `"unchanged"` (the same summary is there) or `"replaced"`.
+
+    Raises:
+        FileNotFoundError: the run has no summary (it has not finished: resume it).
+        FileExistsError: another summary of the same setting and seeds is there (pass `replace=True`).
+    """
+    source = Path(run_dir) / SUMMARY_FILE
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} does not exist: the run has not finished (continue it with "
+                                f"python -m rl.train --resume {run_dir}).")
+    text = source.read_text()
+    summary = _read(source)
+    ledger = Path(ledger)
+    ledger.mkdir(parents=True, exist_ok=True)
+    target = ledger / entry_name(summary)
+    if target.is_file():
+        if target.read_text() == text:
+            return target, "unchanged"
+        if not replace:
+            raise FileExistsError(f"{target} already holds a run of this setting and these seeds (finished "
+                                  f"{_read(target).get('finished')}); pass --replace to put {run_dir}'s instead.")
+    status = "replaced" if target.is_file() else "added"
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    return target, status
+
+
+def load(ledger: str | Path = LEDGER) -> list[Entry]:
+    """Every entry of the ledger, in file-name order (an empty list if there is no ledger)."""
+    ledger = Path(ledger)
+    if not ledger.is_dir():
+        return []
+    return [Entry(path, _read(path)) for path in sorted(ledger.glob("*.json"))]
+
+
+def coverage(grid: Grid, entries: Iterable[Entry], steps: int) -> dict[tuple[str, str], dict[int, Entry]]:
+    """For each `(dataset, agent)` of the grid at `steps`: `{seed: entry}` of the entries of the grid's setting.
+
+    Only finished seeds count (with a final score); when two entries hold the same seed, the later one wins.
+    """
+    expected = {(d, a): setting_hash(grid.config(d, a, steps, grid.seeds)) for d in grid.datasets()
+                for a in grid.agents}
+    out: dict[tuple[str, str], dict[int, Entry]] = {key: {} for key in expected}
+    for entry in sorted(entries, key=lambda e: e.summary.get("finished", "")):
+        key = (entry.dataset, entry.agent)
+        if key in expected and entry.steps == steps and entry.setting == expected[key]:
+            for s in entry.seeds:
+                if entry.final(s) is not None:
+                    out[key][s] = entry
+    return out
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Seeds of a `(dataset, agent)` that the ledger lacks at `steps`: one run of `rl.train` makes them."""
+
+    dataset: str
+    agent: str
+    steps: int
+    seeds: tuple[int, ...]
+
+    def run_name(self, grid: Grid) -> str:
+        """The run directory's name: dataset, agent, budget, setting hash and seeds."""
+        digest = setting_hash(grid.config(self.dataset, self.agent, self.steps, self.seeds))
+        seeds = "-".join(str(s) for s in self.seeds)
+        name = self.dataset.split("/", 1)[-1].removesuffix("-v0")  # without the namespace
+        return f"{_slug(name)}-{self.agent}-{self.steps}-{digest}-s{seeds}"
+
+
+def missing(grid: Grid, entries: Sequence[Entry]) -> list[Missing]:
+    """The grid's cells the ledger lacks, grouped per run (agent-major: the cheap baseline first)."""
+    out = []
+    for steps in grid.steps:
+        covered = coverage(grid, entries, steps)
+        for agent in grid.agents:
+            for dataset in grid.datasets():
+                seeds = tuple(s for s in grid.seeds if s not in covered[(dataset, agent)])
+                if seeds:
+                    out.append(Missing(dataset, agent, steps, seeds))
+    return out
+
+
+def other_entries(grid: Grid, entries: Sequence[Entry], budgets: Sequence[int]) -> list[Entry]:
+    """The entries no grid cell at `budgets` uses (other settings, datasets, agents or budgets)."""
+    used = {id(e) for steps in budgets for cell in coverage(grid, entries, steps).values() for e in cell.values()}
+    return [e for e in entries if id(e) not in used]
+
+
+def budgets(grid: Grid, entries: Sequence[Entry]) -> list[int]:
+    """The grid's budgets and every other budget at which the ledger holds a run of a grid cell's setting."""
+    found = set(grid.steps)
+    cells = {(d, a) for d in grid.datasets() for a in grid.agents}
+    for e in entries:
+        if (e.dataset, e.agent) in cells and e.setting == setting_hash(grid.config(e.dataset, e.agent, e.steps,
+                                                                                  grid.seeds)):
+            found.add(e.steps)
+    return sorted(found)
