@@ -8,25 +8,18 @@
    update on a CPU: no candidates to draw, no target over them). `critic_loss="softmax"` is the paper's in-support
    softmax Q-learning: `Q(s, a) -> r + gamma (1 - terminal) sum_j softmax_j(beta_q Q'(s', a'_j)) Q'(s', a'_j)` with
    `M_critic` candidates `a'_j` from the behaviour flow at `s'` and the target network `Q'`.
-3. Policy improvement: for each state a support set of `M` actions drawn from the current flow plus the dataset
-   action, weights `softmax_j(beta Q'(s, a_j))` within the state's set, and `energyflow.energy_weighted_loss` over
-   all `(s, a_j)` with `group_size = M + 1`. Each support set is re-drawn every `renew_every` updates; a set drawn
-   from the policy after `l` renewals makes it target `pi_beta exp((l + 1) beta Q)`.
+3. Policy improvement: for each state a support set of `M` drawn actions plus the dataset action, weights within
+   the set (`support_weights`), and `energyflow.energy_weighted_loss` over all `(s, a_j)`. Each set is re-drawn every
+   `renew_every` updates; after `l` renewals the policy targets `pi_beta exp((l + 1) beta Q)`. The paper draws all
+   `M` from the current flow `pi_l` (`behavior_share = 0`); then the policy is refitted on its own samples at each
+   renewal, its errors compound, and samples that leave the data are scored by the critic's extrapolation (on the
+   multimodal bandit, `rl.data.tasks.multimodal`, it collapsed between the rewarded modes). By default half come
+   from the frozen behaviour flow, a reference that does not drift, weighted towards the same target.
 
 Everything is one jittable `update` driven by `state.step` (`lax.cond` picks the warm-up or the improvement loss).
 Acting is the flow policy's (`rl.agents.policies.act`).
 
-The support pool. Drawing `M` actions by ODE for every state of every batch costs `M x steps` policy evaluations
-per state and update, far more than the loss itself on a CPU. QIPO re-draws support sets only every `K_renew`
-updates, so we keep them: a pool of `pool_size` transitions, each stored with its support set (drawn from the
-current flow at `s`) and, for the softmax critic, its `M_critic` behaviour candidates at `s'`. Every update overwrites
-`W = pool_size / renew_every` consecutive rows (round robin) with the first `W` transitions of the batch and freshly
-drawn sets, so each row is renewed exactly every `renew_every` updates (rows `[b W, (b + 1) W)` at the updates
-with `step % renew_every == b`), and the sampling cost per update is `W (M + M_critic) steps` network evaluations,
-flat in time and falling as `1 / renew_every` at a fixed pool size. The policy-improvement minibatch and the softmax
-critic's minibatch are drawn from the pool's filled rows; the IQL critic option trains on the batch itself.
-Behaviour candidates never go stale (the behaviour flow is frozen after the warm-up); during the warm-up they come
-from the flow being trained, which is why the critic's early targets are rough.
+The support pool (drawn support sets kept between renewals) is `rl.agents.qipo_pool`.
 """
 
 import dataclasses
@@ -52,7 +45,8 @@ from .critics import (
 )
 from .nets import QEnsemble, min_q
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
-from .policies import FlowPolicyConfig, act, init_flow_policy, sample_action_sets
+from .policies import FlowPolicyConfig, act, init_flow_policy
+from .qipo_pool import Pool, empty_pool, pool_indices, take_rows, write_pool
 
 __all__ = [
     "RENAMED", "Config", "Pool", "State", "act", "improvement_loss", "init", "support_weights", "update", "write_pool"
@@ -77,8 +71,11 @@ class Config:
     # the data layer hands over); after l renewals the policy targets pi_beta exp((l + 1) beta Q), so beta is per
     # renewal
     beta: float = 1.0
-    # M: actions drawn from the current flow per state (the support set is these plus the dataset action)
+    # M: actions drawn per state (the support set is these plus the dataset action)
     support_size: int = 16
+    # share of the M drawn from the frozen behaviour flow rather than the current policy, M_b = floor(share M); each
+    # part then gets half of a state's weight (0 = the paper: all M from the policy, one softmax over the set)
+    behavior_share: float = 0.5
     # K_renew: every row of the support pool is re-drawn once every this many updates
     renew_every: int = 5_000
     # rows of the support pool; W = pool_size / renew_every rows are renewed per update (must divide exactly)
@@ -104,6 +101,7 @@ class Config:
                 "critic_candidates": at_least(1),
                 "beta": at_least(0.0),
                 "support_size": at_least(1),
+                "behavior_share": between(0.0, 1.0),
                 "renew_every": at_least(1),
                 "pool_size": (
                     lambda v: v >= self.renew_every and v % self.renew_every == 0,
@@ -119,6 +117,11 @@ class Config:
     def tiny(cls) -> "Config":
         """The demo's and the tests' sizes: every MLP 64 wide with 2 hidden layers, everything else default."""
         return cls(critic=IQLCriticConfig(width=64, depth=2), policy=FlowPolicyConfig(width=64, depth=2))
+
+    @property
+    def behavior_support(self) -> int:
+        """`M_b`: support actions drawn from the behaviour flow (the last `M_b` before the dataset action)."""
+        return int(self.support_size * self.behavior_share)
 
     @property
     def pool_writes(self) -> int:
@@ -146,16 +149,6 @@ RENAMED: dict[str, str] = {
     "reward_bias": "data.reward_bias",
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
-
-
-class Pool(eqx.Module):
-    """Transitions with their cached action sets (see the module docstring); `P` rows."""
-
-    transitions: Transitions
-    # M actions from the current flow at obs, then the dataset action: [P, M + 1, act_dim]
-    support: Float[Array, "P M1 act_dim"]
-    # behaviour-flow candidates at next_obs for the softmax critic ([P, 0, act_dim] with the IQL critic)
-    next_candidates: Float[Array, "P Mc act_dim"]
 
 
 class State(eqx.Module):
@@ -193,19 +186,7 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
     else:
         critic = init_softmax_critic(config.critic, obs_dim=obs_dim, act_dim=act_dim, key=kc)
         num_candidates = config.critic_candidates
-    p = config.pool_size
-    empty = Transitions(
-        obs=jnp.zeros((p, obs_dim)),
-        action=jnp.zeros((p, act_dim)),
-        reward=jnp.zeros((p,)),
-        next_obs=jnp.zeros((p, obs_dim)),
-        terminal=jnp.zeros((p,)),
-    )
-    pool = Pool(
-        transitions=empty,
-        support=jnp.zeros((p, config.support_size + 1, act_dim)),
-        next_candidates=jnp.zeros((p, num_candidates, act_dim)),
-    )
+    pool = empty_pool(config.pool_size, config.support_size, num_candidates, obs_dim=obs_dim, act_dim=act_dim)
     return State(
         policy=policy,
         behavior=policy,
@@ -218,68 +199,33 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The support pool
-
-
-def write_pool(
-    pool: Pool,
-    batch: Transitions,
-    policy: MLPVelocity,
-    behavior: MLPVelocity,
-    step: Int[Array, ""],
-    config: Config,
-    *,
-    key: PRNGKeyArray,
-) -> Pool:
-    """Overwrite rows `[b W, (b + 1) W)`, `b = step % renew_every`, with the batch's first `W` transitions.
-
-    The support set of a row is `support_size` actions from `policy` at its state followed by the dataset action;
-    with the softmax critic the row also gets `critic_candidates` actions from `behavior` at its next state.
-    """
-    w = config.pool_writes
-    ks, kc = jax.random.split(key)
-    head = jax.tree.map(lambda x: x[:w], batch)
-    obs, action = head.obs, head.action
-    # support sets are first read at step warmup_steps, and every row is rewritten within the renew_every updates
-    # before it, so earlier ones are never used: skip drawing them (a real branch: the trainer's step is unbatched)
-    steps, solver = config.support_steps, config.policy.solver
-    drawn = jax.lax.cond(
-        step >= config.warmup_steps - config.renew_every,
-        lambda: sample_action_sets(policy, obs, config.support_size, key=ks, steps=steps, solver=solver),
-        lambda: jnp.zeros((w, config.support_size, action.shape[-1]), action.dtype),
-    )
-    support = jnp.concatenate([drawn, action[:, None, :]], axis=1)
-    if config.critic_loss == "softmax":
-        m = config.critic_candidates
-        candidates = sample_action_sets(behavior, head.next_obs, m, key=kc, steps=steps, solver=solver)
-    else:
-        candidates = pool.next_candidates[:w]
-    rows = Pool(transitions=head, support=support, next_candidates=candidates)
-    start = (step % config.renew_every) * w
-    return jax.tree.map(
-        lambda whole, part: jax.lax.dynamic_update_slice_in_dim(whole, part.astype(whole.dtype), start, axis=0),
-        pool,
-        rows,
-    )
-
-
-def _take(pool: Pool, index: Int[Array, " n"]) -> Pool:
-    return jax.tree.map(lambda x: x[index], pool)
-
-
-def _pool_indices(step: Int[Array, ""], count: int, config: Config, *, key: PRNGKeyArray) -> Int[Array, " count"]:
-    """`count` uniform rows among those written so far (the pool fills during the first `renew_every` updates)."""
-    filled = jnp.minimum((step + 1) * config.pool_writes, config.pool_size)
-    return jax.random.randint(key, (count,), 0, filled)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # Losses
 
 
-def support_weights(q: Float[Array, "n m"], beta: float) -> Float[Array, "n m"]:
-    """`softmax_j(beta Q(s, a_j))` within each state's support set (each row sums to one)."""
-    return jax.nn.softmax(beta * q, axis=-1)
+def support_weights(
+    q: Float[Array, "n m"], beta: float, *, behavior: int = 0, renewal: Float[Array, ""] | float = 0.0
+) -> Float[Array, "n m"]:
+    """The weights of each state's support set `[policy draws | behavior behaviour draws, dataset action]`.
+
+    With `behavior = 0`, `softmax_j(beta Q)` over the whole set (the paper). Else each part gets half (the behaviour
+    part all of it if the policy part is empty): the policy draws by `softmax(beta Q)`, targeting `pi_l exp(beta Q)`,
+    and the behaviour part by `softmax((renewal + 1) beta Q)`, targeting the same `pi_beta exp((l + 1) beta Q)`.
+    Each row sums to one.
+    """
+    return jnp.exp(_log_support_weights(q, beta, behavior, renewal))
+
+
+def _log_support_weights(
+    q: Float[Array, "n m"], beta: float, behavior: int, renewal: Float[Array, ""] | float
+) -> Float[Array, "n m"]:
+    if behavior == 0:
+        return jax.nn.log_softmax(beta * q, axis=-1)
+    mp = q.shape[-1] - behavior - 1
+    log_b = jax.nn.log_softmax((renewal + 1.0) * beta * q[:, mp:], axis=-1)
+    if mp == 0:
+        return log_b
+    log_p = jax.nn.log_softmax(beta * q[:, :mp], axis=-1)
+    return jnp.concatenate([log_p, log_b], axis=-1) + jnp.log(0.5)
 
 
 def improvement_loss(
@@ -289,20 +235,22 @@ def improvement_loss(
     config: Config,
     *,
     key: PRNGKeyArray,
+    renewal: Float[Array, ""] | float = 0.0,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
-    """Energy-weighted flow matching over every `(s, a_j)` of the rows' support sets, energies `-Q(s, a_j)`.
+    """Energy-weighted flow matching over every `(s, a_j)` of the rows' support sets, weighted by `support_weights`.
 
-    The weights `softmax_j(beta Q(s, a_j))` are normalised within each state's set (`group_size = M + 1`); the critic
-    is frozen (`jax.lax.stop_gradient`).
+    Every state's weights sum to `1 / n` (`n` rows); the critic is frozen (`jax.lax.stop_gradient`). `renewal` is
+    `l`, the renewals since the warm-up.
     """
     n, m1, a = rows.support.shape
     obs = jnp.repeat(rows.transitions.obs, m1, axis=0)
     actions = rows.support.reshape(n * m1, a)
     q_sa = min_q(stop_gradient(q), obs, actions)
-    loss = energy_weighted_loss(
-        policy, _path(config), actions, -q_sa, beta=config.beta, key=key, context=obs, group_size=m1
-    )
-    weights = support_weights(q_sa.reshape(n, m1), config.beta)
+    log_w = _log_support_weights(q_sa.reshape(n, m1), config.beta, config.behavior_support, renewal)
+    # energies -log(w / n) with beta = 1: energy_weighted_loss's softmax over the batch gives back exactly w / n
+    energies = jax.lax.stop_gradient(jnp.log(n) - log_w.reshape(n * m1))
+    loss = energy_weighted_loss(policy, _path(config), actions, energies, beta=1.0, key=key, context=obs)
+    weights = jnp.exp(log_w)
     info = {
         "policy_loss": loss,
         # weight of the dataset action within its set, and of the heaviest action (1 / (M + 1) = uniform)
@@ -336,7 +284,7 @@ def _update_critic(
     if config.critic_loss == "iql":
         return update_iql_critic(critic, batch, config.critic)
     # the softmax critic learns on pool rows: they hold the behaviour candidates at s'
-    rows = _take(pool, _pool_indices(step, batch.reward.shape[0], config, key=key))
+    rows = take_rows(pool, pool_indices(step, batch.reward.shape[0], config, key=key))
     return update_softmax_critic(critic, rows.transitions, rows.next_candidates, config.critic, beta_q=config.beta_q)
 
 
@@ -369,11 +317,12 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
         return eqx.filter_value_and_grad(_warmup_loss, has_aux=True)(state.policy, batch, config, key=k_loss)
 
     # gathered outside the cond, so that the branch's operands are these few rows rather than the whole pool
-    rows = _take(pool, _pool_indices(step, config.policy_batch, config, key=k_rows))
+    rows = take_rows(pool, pool_indices(step, config.policy_batch, config, key=k_rows))
 
     def improvement_grads():
+        renewal = (jnp.maximum(step - config.warmup_steps, 0) // config.renew_every).astype(jnp.float32)
         return eqx.filter_value_and_grad(improvement_loss, has_aux=True)(
-            state.policy, critic.q_target, rows, config, key=k_loss
+            state.policy, critic.q_target, rows, config, key=k_loss, renewal=renewal
         )
 
     (_, policy_info), grads = jax.lax.cond(improving, improvement_grads, warmup_grads)

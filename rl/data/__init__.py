@@ -5,7 +5,8 @@
   task) the `task` that scores policies on it;
 - `DataConfig` and `Normalizer`: the reward transform a run asks for and what it resolves to, with the
   observation statistics; saved with a run so that its policy acts without the dataset;
-- `load_dataset` (Minari ids and directories), `load_named` (also the built-in tasks, e.g. `"bandit"`).
+- `load_dataset` (Minari ids and directories), `load_named` (also the built-in tasks, `"multimodal"` and
+  `"bandit"`).
 
 Environment knowledge (ids, reference scores, evaluation in Gymnasium) lives in `rl.envs`.
 """

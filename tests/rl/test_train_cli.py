@@ -149,6 +149,8 @@ def test_renamed_options_say_their_new_name(capsys, old, new):
         (["--resume", "nowhere", "--agent", "iql"], "--resume continues a run with its saved agent"),
         (["--resume", "nowhere"], "not a run directory"),
         (["--agent", "iql", "--dataset", "nobody/nothing/none-v0"], "is not on this machine"),
+        (["--agent", "iql", "--eval-episodes", "60"], "final_eval_episodes must be an integer from eval_episodes"),
+        (["--evaluate", "nowhere", "--final-eval-episodes", "60"], "--evaluate takes only"),
     ],
 )
 def test_bad_command_lines_exit_with_a_message(capsys, argv, match):
@@ -162,7 +164,7 @@ def test_print_config_shows_the_resolved_config(capsys):
     argv = ["--agent", "qipo", "--agent.beta", "5", "--agent.critic_loss=iql", "--seeds", "0,2", "--steps", "100"]
     assert cli.main([*argv, "--data.reward=none", "--print-config"]) == 0
     config = json.loads(capsys.readouterr().out)
-    assert config["agent"] == "qipo" and config["seeds"] == [0, 2] and config["dataset"] == "bandit"
+    assert config["agent"] == "qipo" and config["seeds"] == [0, 2] and config["dataset"] == "multimodal"
     assert config["agent_config"]["beta"] == 5.0 and config["agent_config"]["critic_loss"] == "iql"
     assert config["train"]["steps"] == 100 and config["data"]["reward"] == "none"
     # on a built-in task without --steps, the loop takes the demo's length; elsewhere TrainConfig's defaults
@@ -170,6 +172,11 @@ def test_print_config_shows_the_resolved_config(capsys):
     assert json.loads(capsys.readouterr().out)["train"]["steps"] == demo.DEMO_STEPS
     assert cli.main(["--agent", "iql", "--dataset", "some/minari/id-v0", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["train"]["steps"] == TrainConfig().steps
+    # the final evaluation's episodes: an option of its own, or the TrainConfig field
+    for option in (["--final-eval-episodes", "30"], ["--train.final_eval_episodes=30"]):
+        assert cli.main(["--agent", "iql", "--eval-episodes", "5", *option, "--print-config"]) == 0
+        train = json.loads(capsys.readouterr().out)["train"]
+        assert (train["eval_episodes"], train["final_eval_episodes"]) == (5, 30)
 
 
 def test_options_lists_every_field_with_its_comment(capsys):
@@ -239,14 +246,31 @@ def test_a_diverged_run_exits_non_zero(tmp_path, capsys, monkeypatch):
     assert "training diverged" in capsys.readouterr().err
 
 
-def test_demo_prints_a_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo, "DEMO_METHODS", (("IQL", "iql", {"critic.width": "32", "policy.width": "32"}),))
+def test_demo_prints_a_table_and_draws_a_figure(tmp_path, capsys, monkeypatch):
+    """The default demo: the multimodal bandit, a table of mean reward, share on the good modes and evenness, and the
+    PNG in the run directory (two tiny methods, 30 updates)."""
+    tiny = {"critic.width": "32", "policy.width": "32"}
+    monkeypatch.setattr(demo, "DEMO_METHODS", (("IQL", "iql", tiny), ("FlowQ", "flowq", {**tiny, "policy.sample_steps": "2"})))
     rows = demo.run_demo(steps=30, run_dir=tmp_path / "demo", progress=False)
     out = capsys.readouterr().out
-    assert "mean reward" in out and "on best mode" in out
-    assert [r["method"] for r in rows] == ["behaviour data", "IQL"]
-    assert rows[0]["best_mode_fraction"] == pytest.approx(1 / 8, abs=0.02)
+    assert "mean reward" in out and "on good modes" in out and "evenness" in out and "seconds" in out
+    assert [r["method"] for r in rows] == ["behaviour data", "IQL", "FlowQ"]
+    assert rows[0]["good_mode_fraction"] == pytest.approx(3 / 8, abs=0.02) and rows[0]["evenness"] > 0.9
+    assert all(0.0 <= r["evenness"] <= 1.0 and r["seconds"] >= 0.0 for r in rows)
     assert (tmp_path / "demo" / "iql" / "config.json").is_file()
+    figure = tmp_path / "demo" / demo.DEMO_FIGURE
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(figure) in out
+
+
+def test_demo_on_the_single_optimum_bandit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "DEMO_METHODS", (("IQL", "iql", {"critic.width": "32", "policy.width": "32"}),))
+    rows = demo.run_demo(dataset="bandit", steps=30, run_dir=tmp_path / "demo", progress=False, figure=False)
+    out = capsys.readouterr().out
+    assert "on best mode" in out and "evenness" not in out
+    assert rows[0]["best_mode_fraction"] == pytest.approx(1 / 8, abs=0.02)
+    assert not (tmp_path / "demo" / demo.DEMO_FIGURE).exists()
+    with pytest.raises(ValueError, match="built-in bandit"):
+        demo.run_demo(dataset="some/minari/id-v0", run_dir=tmp_path / "other")
 
 
 @pytest.mark.slow

@@ -1,54 +1,36 @@
-"""Built-in offline tasks that need no download, and `load_named`, which finds a task or a Minari dataset by name.
+"""The single-optimum bandit (`bandit`, `builtin/bandit2d-v0`): eight behaviour modes, a reward that favours one.
 
-The one built-in task today is a 2-D bandit with multimodal behaviour data. Every episode is one step
-(`terminal = 1`): the agent sees a constant observation, picks a 2-D action in `[-1, 1]^2` and gets a
-reward. The behaviour data is a mixture of `num_modes` narrow Gaussians placed evenly on a circle; the
-reward is a smooth bump centred on one of them (`best_mode`), so it favours that mode, gives its
-neighbours a little and the far side of the circle almost nothing. Behaviour cloning therefore puts
-about `1 / num_modes` of its samples on the best mode, while a policy `pi ∝ pi_beta exp(beta Q)` that
-stays in the support of the data concentrates on it: the classic test of energy guidance.
-
-A task makes its own `OfflineDataset` (whose `task` field points back to it, so a trainer picks the
-task's own scoring instead of Gymnasium episodes) and scores a policy with `task.evaluate`.
+Every episode is one step (`terminal = 1`): the agent sees a constant observation, picks a 2-D action in
+`[-1, 1]^2` and gets a reward. The behaviour data is a mixture of `num_modes` narrow Gaussians placed evenly on a
+circle; the reward is a smooth bump centred on one of them (`best_mode`), so it favours that mode, gives its
+neighbours a little and the far side of the circle almost nothing. Behaviour cloning therefore puts about
+`1 / num_modes` of its samples on the best mode, while a policy `pi ∝ pi_beta exp(beta Q)` that stays in the
+support of the data concentrates on it: the classic test of energy guidance. A Gaussian policy does well here too
+(one region is best), which is what the multimodal task (`rl.data.tasks.multimodal`) is for.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from rl.data.dataset import OfflineDataset, Task
-from rl.data.minari import load_dataset
-from rl.data.transitions import ACTION_CLIP, Transitions
+from rl.data.dataset import OfflineDataset
 
-__all__ = [
-    "BANDIT_ID",
-    "TASKS",
-    "BanditTask",
-    "evaluate_policy",
-    "get_task",
-    "load_named",
-    "make_dataset",
-    "score_actions",
-]
+from .base import Policy, circle_centers, one_step_dataset, policy_actions, sample_circle_mixture
+
+__all__ = ["BANDIT_ID", "BanditTask", "evaluate_policy", "make_dataset", "score_actions"]
 
 BANDIT_ID = "builtin/bandit2d-v0"
-"""The id of the built-in bandit (`--dataset bandit` or this id)."""
-
-Policy = Callable[[PRNGKeyArray, Float[Array, "n obs_dim"]], Float[Array, "n act_dim"]]
+"""The id of the single-optimum bandit (`--dataset bandit` or this id)."""
 
 
 @dataclass(frozen=True)
 class BanditTask:
-    """The 2-D offline bandit: behaviour modes, reward and dataset size."""
+    """The single-optimum 2-D offline bandit: behaviour modes, reward and dataset size."""
 
     # number of Gaussian behaviour modes, evenly spaced on a circle
     num_modes: int = 8
@@ -98,8 +80,7 @@ class BanditTask:
 
     def mode_centers(self) -> Float[Array, "modes 2"]:
         """Centres of the behaviour modes, `[num_modes, 2]`; mode `k` is at angle `2 pi k / num_modes`."""
-        angles = 2.0 * math.pi * jnp.arange(self.num_modes) / self.num_modes
-        return self.radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+        return circle_centers(self.num_modes, self.radius)
 
     def reward(self, actions: Float[Array, "n 2"]) -> Float[Array, " n"]:
         """The reward of each action: a Gaussian bump of height `reward_scale` on the best mode."""
@@ -113,14 +94,15 @@ class BanditTask:
 
     def sample_behaviour(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
         """`n` actions from the behaviour mixture (uniform over modes), clipped like dataset actions."""
-        k_mode, k_noise = jax.random.split(key)
-        modes = jax.random.randint(k_mode, (n,), 0, self.num_modes)
-        noise = self.mode_std * jax.random.normal(k_noise, (n, 2))
-        return jnp.clip(self.mode_centers()[modes] + noise, -ACTION_CLIP, ACTION_CLIP)
+        return sample_circle_mixture(key, self.mode_centers(), self.mode_std, n)
 
     def make_dataset(self) -> OfflineDataset:
         """The behaviour data as an `OfflineDataset` (see `make_dataset`)."""
         return make_dataset(self)
+
+    def score_actions(self, actions: ArrayLike) -> dict[str, float]:
+        """`score_actions(self, actions)`: the mean reward and the share of actions on the best mode."""
+        return score_actions(self, actions)
 
     def evaluate(self, policy: Policy, *, key: PRNGKeyArray, num_samples: int = 1024) -> dict[str, float]:
         """`score_actions` of `num_samples` actions of the policy, with `"score"` = the mean reward.
@@ -146,29 +128,8 @@ def make_dataset(task: BanditTask | None = None) -> OfflineDataset:
     task = BanditTask() if task is None else task
     if not isinstance(task, BanditTask):
         raise TypeError(f"task must be a BanditTask, got {type(task).__name__}.")
-    n = task.num_transitions
     actions, rewards, obs = _behaviour_data(task)
-    transitions = Transitions(
-        obs=obs,
-        action=actions,
-        reward=rewards,
-        next_obs=obs,
-        terminal=jnp.ones((n,), jnp.float32),
-    )
-    return OfflineDataset(
-        transitions=transitions,
-        obs_mean=jnp.zeros((task.obs_dim,), jnp.float32),
-        obs_std=jnp.ones((task.obs_dim,), jnp.float32),
-        env_id=None,
-        ref_min_score=None,
-        ref_max_score=None,
-        dataset_id=BANDIT_ID,
-        data_path="",
-        episode_returns=np.asarray(rewards, np.float64),
-        episode_lengths=np.ones((n,), np.int64),
-        recipe={"builtin": "bandit", **asdict(task)},
-        task=task,
-    )
+    return one_step_dataset(task, actions, rewards, obs, recipe={"builtin": "bandit", **asdict(task)})
 
 
 @eqx.filter_jit
@@ -223,37 +184,5 @@ def evaluate_policy(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-    actions = _policy_actions(policy, key, task.observations(num_samples))
+    actions = policy_actions(policy, key, task.observations(num_samples))
     return score_actions(task, actions)
-
-
-@eqx.filter_jit
-def _policy_actions(policy: Policy, key: PRNGKeyArray, obs: Float[Array, "n obs_dim"]) -> Float[Array, "n 2"]:
-    return policy(key, obs)
-
-
-# ----------------------------------------------------------------------------- by name
-
-TASKS: dict[str, Callable[[], Task]] = {"bandit": BanditTask, BANDIT_ID: BanditTask}
-"""Built-in tasks by id and alias: each name maps to a factory of the task's default instance."""
-
-
-def get_task(name: str) -> Task | None:
-    """The built-in task called `name` (an id or alias of `TASKS`), or None if no task has that name."""
-    if not isinstance(name, str):
-        return None
-    factory = TASKS.get(name)
-    return None if factory is None else factory()
-
-
-def load_named(name: str | os.PathLike) -> OfflineDataset:
-    """The dataset a run names: a built-in task's (`"bandit"`, `"builtin/bandit2d-v0"`), else `load_dataset(name)`.
-
-    Args:
-        name: a built-in task id or alias, a Minari id or a dataset directory.
-
-    Returns:
-        The dataset; `dataset.task` is set for a built-in task.
-    """
-    task = get_task(name) if isinstance(name, str) else None
-    return task.make_dataset() if task is not None else load_dataset(name)
