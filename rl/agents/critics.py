@@ -68,6 +68,9 @@ class IQLCriticConfig:
     depth: int = 2
     # number of Q networks (twin Q; targets use their minimum)
     num_q: int = 2
+    # layer normalisation after every hidden ReLU of the Q and value networks (FQL's IQL critics use it; the IQL
+    # paper's do not)
+    layer_norm: bool = False
 
     def __post_init__(self):
         validate(
@@ -199,8 +202,9 @@ def softmax_critic_loss(
 def init_iql_critic(config: IQLCriticConfig, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> IQLCritic:
     """A fresh critic (the target ensemble starts equal to the online one)."""
     kq, kv = jax.random.split(key)
-    q = QEnsemble(obs_dim, act_dim, width=config.width, depth=config.depth, num_q=config.num_q, key=kq)
-    value = ValueNetwork(obs_dim, width=config.width, depth=config.depth, key=kv)
+    size = dict(width=config.width, depth=config.depth, layer_norm=config.layer_norm)
+    q = QEnsemble(obs_dim, act_dim, num_q=config.num_q, key=kq, **size)
+    value = ValueNetwork(obs_dim, key=kv, **size)
     opt = make_optimizer(config.lr)
     return IQLCritic(
         q=q, q_target=q, value=value, q_opt_state=init_opt_state(opt, q), value_opt_state=init_opt_state(opt, value)
@@ -242,7 +246,10 @@ def update_iql_critic(
 
 def init_softmax_critic(config: IQLCriticConfig, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> SoftmaxCritic:
     """A fresh softmax critic (the target ensemble starts equal to the online one)."""
-    q = QEnsemble(obs_dim, act_dim, width=config.width, depth=config.depth, num_q=config.num_q, key=key)
+    q = QEnsemble(
+        obs_dim, act_dim, width=config.width, depth=config.depth, num_q=config.num_q, layer_norm=config.layer_norm,
+        key=key,
+    )
     return SoftmaxCritic(q=q, q_target=q, q_opt_state=init_opt_state(make_optimizer(config.lr), q))
 
 

@@ -152,7 +152,7 @@ def guidance_path(config: Config) -> GuidedGaussianPath:
     if schedule == "power":
         schedule = functools.partial(_power_schedule, power=config.lambda_power)
     return GuidedGaussianPath(
-        CondOTScheduler(config.sigma_min), beta=config.beta, schedule=schedule, gradient=config.gradient
+        CondOTScheduler(config.sigma_min), beta=config.beta, lambda_schedule=schedule, gradient=config.gradient
     )
 
 

@@ -12,6 +12,10 @@
 One `update` is: the critic's value step, its Q step and its target step, then the actor step against the new `V`
 and the (new) target `Q`, as in IQL's reference implementation. The maths is on the documentation's maths page
 (`docs/maths.md`).
+
+Two settings of other implementations are options: layer normalisation in the Q and value networks
+(`critic.layer_norm`, as FQL's critics) and the cosine decay of the actor's learning rate (`policy.decay_steps`, as
+the paper's code, CORL and JAX-CORL); both are off by default. `docs/baselines.md` compares them side by side.
 """
 
 import dataclasses

@@ -24,6 +24,7 @@ from rl.agents.critics import (
     IQLCriticConfig,
     expectile_loss,
     init_iql_critic,
+    init_softmax_critic,
     iql_q_target,
     softmax_critic_target,
     softmax_q_value,
@@ -31,7 +32,7 @@ from rl.agents.critics import (
     value_loss,
 )
 from rl.agents.iql import GaussianPolicyConfig
-from rl.agents.nets import QEnsemble, ValueNetwork, min_q
+from rl.agents.nets import LayerNormMLP, QEnsemble, ValueNetwork, min_q
 from rl.agents.optim import polyak_update
 from rl.agents.policies import FlowPolicyConfig, best_of_n
 from rl.data import Transitions
@@ -203,9 +204,23 @@ def test_support_weights_sum_to_one_per_state_and_favour_high_q():
     np.testing.assert_allclose(qipo.support_weights(q, 0.0), np.full((5, 17), 1 / 17), rtol=1e-6)
 
 
-def test_improvement_loss_is_the_per_state_weighted_flow_matching_loss():
-    """The loss weights each action by softmax within its own state's set: a state's weights ignore other states."""
-    config = TINY["qipo"]
+def test_support_weights_split_between_the_policy_and_the_behaviour_draws():
+    """[2 policy draws | 2 behaviour draws, dataset action]: half the weight each; the behaviour part at (l + 1) beta."""
+    q = jax.random.normal(jax.random.key(3), (4, 5))
+    w = np.asarray(qipo.support_weights(q, 2.0, behavior=2, renewal=3.0))
+    np.testing.assert_allclose(w[:, :2].sum(-1), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(w[:, :2], 0.5 * np.asarray(jax.nn.softmax(2.0 * q[:, :2])), rtol=1e-5)
+    np.testing.assert_allclose(w[:, 2:], 0.5 * np.asarray(jax.nn.softmax(8.0 * q[:, 2:])), rtol=1e-5)
+    # no policy part: the behaviour part takes all the weight
+    np.testing.assert_allclose(qipo.support_weights(q, 2.0, behavior=4), jax.nn.softmax(2.0 * q), rtol=1e-5)
+    assert qipo.Config(support_size=16).behavior_support == 8 and qipo.Config(behavior_share=0.0).behavior_support == 0
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_improvement_loss_is_the_per_state_weighted_flow_matching_loss(share):
+    """The loss weights each action by `support_weights` within its own state's set: a state's weights ignore other
+    states (share 0: the paper's one softmax over the set; else a policy part and a behaviour part)."""
+    config = dataclasses.replace(TINY["qipo"], behavior_share=share)
     policy = qipo.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(8)).policy
     q = QEnsemble(OBS_DIM, ACT_DIM, width=8, depth=1, key=jax.random.key(9))
     key = jax.random.split(jax.random.key(10), 3)
@@ -221,12 +236,15 @@ def test_improvement_loss_is_the_per_state_weighted_flow_matching_loss():
         support=jax.random.uniform(key[1], (2, 5, ACT_DIM), minval=-1, maxval=1),
         next_candidates=jnp.zeros((2, 0, ACT_DIM)),
     )
-    loss, info = eqx.filter_jit(qipo.improvement_loss)(policy, q, rows, config, key=key[2])
+    loss, info = eqx.filter_jit(qipo.improvement_loss)(policy, q, rows, config, key=key[2], renewal=2.0)
     # recompute with explicit per-state weights on the same (t, x0) draws (the loss splits `key` into x0, t keys)
     obs = jnp.repeat(rows.transitions.obs, 5, axis=0)
     actions = rows.support.reshape(10, ACT_DIM)
     qsa = min_q(q, obs, actions).reshape(2, 5)
-    weights = np.asarray(qipo.support_weights(qsa, config.beta)).reshape(10) / 2
+    weights = qipo.support_weights(qsa, config.beta, behavior=config.behavior_support, renewal=2.0)
+    if share == 0.0:
+        np.testing.assert_allclose(weights, qipo.support_weights(qsa, config.beta), rtol=1e-6)
+    weights = np.asarray(weights).reshape(10) / 2
     k0, kt = jax.random.split(key[2])
     x0 = jax.random.normal(k0, actions.shape)
     t = jax.random.uniform(kt, (10,))
@@ -431,6 +449,80 @@ def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
     mse0 = float(jnp.mean(jnp.sum((iql.act(state, batch.obs, key=jax.random.key(0)) - batch.action) ** 2, axis=-1)))
     # with temperature 0 all weights are 1: the loss is the plain squared error
     np.testing.assert_allclose(float(loss0), mse0, rtol=1e-5)
+
+
+def _leaves_of_type(tree, kind):
+    return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]
+
+
+def test_critic_layer_norm_is_off_by_default_and_keeps_the_linear_weights():
+    assert IQLCriticConfig().layer_norm is False
+    plain = init_iql_critic(CRITIC, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(30))
+    normed = init_iql_critic(
+        dataclasses.replace(CRITIC, layer_norm=True), obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(30)
+    )
+    assert not _leaves_of_type(plain, eqx.nn.LayerNorm)
+    assert isinstance(normed.q.nets, LayerNormMLP) and isinstance(normed.value.net, LayerNormMLP)
+    # one LayerNorm per hidden layer, in Q (stacked over the ensemble), its target, and V
+    assert len(_leaves_of_type((normed.q, normed.q_target, normed.value), eqx.nn.LayerNorm)) == 3 * CRITIC.depth
+    assert normed.q.nets.norms[0].weight.shape == (CRITIC.num_q, CRITIC.width)
+    # the same key gives the same linear layers: the two settings differ only by the normalisation
+    for a, b in zip(jax.tree.leaves(plain.q.nets), jax.tree.leaves(normed.q.nets.mlp)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    obs, action = make_batch(jax.random.key(31)).obs, make_batch(jax.random.key(31)).action
+    assert not np.allclose(min_q(plain.q, obs, action), min_q(normed.q, obs, action))
+
+
+def test_layer_norm_mlp_normalises_every_hidden_layer():
+    net = LayerNormMLP(OBS_DIM, "scalar", width=16, depth=3, key=jax.random.key(32))
+    x = 5.0 * jax.random.normal(jax.random.key(33), (OBS_DIM,))
+    h = x
+    for layer, norm in zip(net.mlp.layers[:-1], net.norms):
+        h = norm(jax.nn.relu(layer(h)))
+        # fresh LayerNorms: zero mean and unit variance across the hidden units (eps 1e-5)
+        np.testing.assert_allclose(float(jnp.mean(h)), 0.0, atol=1e-5)
+        np.testing.assert_allclose(float(jnp.var(h)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(float(net(x)), float(net.mlp.layers[-1](h)), rtol=1e-6)
+    # ReLU then LayerNorm is invariant to a positive rescaling of the first layer (the plain MLP is not)
+    scaled = eqx.tree_at(lambda n: (n.mlp.layers[0].weight, n.mlp.layers[0].bias), net,
+                         replace_fn=lambda w: 7.0 * w)
+    np.testing.assert_allclose(float(scaled(x)), float(net(x)), rtol=1e-4)
+    assert not np.isclose(float(scaled.mlp(x)), float(net.mlp(x)), rtol=1e-2)
+
+
+def test_softmax_critic_and_value_network_take_layer_norm():
+    critic = init_softmax_critic(
+        dataclasses.replace(CRITIC, layer_norm=True), obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(34)
+    )
+    assert isinstance(critic.q.nets, LayerNormMLP) and isinstance(critic.q_target.nets, LayerNormMLP)
+    value = ValueNetwork(OBS_DIM, width=8, depth=2, layer_norm=True, key=jax.random.key(35))
+    assert value(jnp.ones(OBS_DIM)).shape == ()
+
+
+def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch):
+    decay = 2 * CHUNK
+    config = dataclasses.replace(
+        TINY["iql"],
+        critic=dataclasses.replace(CRITIC, layer_norm=True),
+        policy=dataclasses.replace(TINY["iql"].policy, decay_steps=decay),
+    )
+    state0 = iql.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(36))
+    run = _make_runner(iql)
+    state1, (info, _) = run(state0, batch, jax.random.key(37))
+    state2, _ = run(state1, batch, jax.random.key(38))  # the cosine schedule reaches lr 0 at update `decay`
+    state3, (info3, _) = run(state2, batch, jax.random.key(39))
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in (*info.values(), *info3.values()))
+    assert info["value_loss"][-1] < info["value_loss"][0]
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
+                                         eqx.filter(state0.policy, eqx.is_array),
+                                         eqx.filter(state1.policy, eqx.is_array)))
+    assert max(moved) > 1e-4
+    # after `decay` updates the actor's learning rate is 0: it no longer moves, while the critic still learns
+    for a, b in zip(jax.tree.leaves(eqx.filter(state2.policy, eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(state3.policy, eqx.is_array))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(state2.critic.value.net.norms[0].weight),
+                              np.asarray(state3.critic.value.net.norms[0].weight))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
