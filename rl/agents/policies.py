@@ -20,6 +20,7 @@ from .base import above, at_least, validate
 from .nets import QEnsemble, min_q
 
 __all__ = [
+    "FLOW_AGENT_RENAMED",
     "FlowAgentState",
     "FlowPolicyConfig",
     "act",
@@ -167,3 +168,23 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
         return min_q(state.critic.q, s, a)
 
     return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key)
+
+
+FLOW_AGENT_RENAMED: dict[str, str] = {
+    "discount": "critic.discount",
+    "expectile": "critic.expectile",
+    # `lr` used to set the critic and the policy alike; the policy's is `policy.lr`
+    "lr": "critic.lr",
+    "polyak": "critic.tau",
+    "critic_width": "critic.width",
+    "critic_depth": "critic.depth",
+    "num_q": "critic.num_q",
+    "policy_width": "policy.width",
+    "policy_depth": "policy.depth",
+    "sample_steps": "policy.sample_steps",
+    "solver": "policy.solver",
+    "best_of_n": "policy.best_of_n",
+    "reward_scale": "data.reward_scale",
+    "reward_bias": "data.reward_bias",
+}
+"""The flat fields of FlowQ's and QIPO's earlier `Config`s and where they live now (each agent adds its own)."""

@@ -45,7 +45,7 @@ from .critics import (
 )
 from .nets import QEnsemble, min_q
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
-from .policies import FlowPolicyConfig, act, init_flow_policy
+from .policies import FLOW_AGENT_RENAMED, FlowPolicyConfig, act, init_flow_policy
 from .qipo_pool import Pool, empty_pool, pool_indices, take_rows, write_pool
 
 __all__ = [
@@ -130,23 +130,9 @@ class Config:
 
 
 RENAMED: dict[str, str] = {
-    "discount": "critic.discount",
-    "expectile": "critic.expectile",
-    # `lr` used to set the critic and the policy alike; the policy's is `policy.lr`
-    "lr": "critic.lr",
-    "polyak": "critic.tau",
-    "critic_width": "critic.width",
-    "critic_depth": "critic.depth",
-    "num_q": "critic.num_q",
-    "policy_width": "policy.width",
-    "policy_depth": "policy.depth",
-    "sample_steps": "policy.sample_steps",
-    "solver": "policy.solver",
-    "best_of_n": "policy.best_of_n",
+    **FLOW_AGENT_RENAMED,
     # the choice "iql" / "softmax" (`critic` is now the critic's nested config)
     "critic": "critic_loss",
-    "reward_scale": "data.reward_scale",
-    "reward_bias": "data.reward_bias",
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
 
