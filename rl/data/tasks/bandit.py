@@ -20,7 +20,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from rl.data.dataset import OfflineDataset
 
-from .base import Policy, circle_centers, one_step_dataset, policy_actions, sample_circle_mixture
+from .base import CircleModes, Policy, one_step_dataset, policy_actions
 
 __all__ = ["BANDIT_ID", "BanditTask", "evaluate_policy", "make_dataset", "score_actions"]
 
@@ -29,7 +29,7 @@ BANDIT_ID = "builtin/bandit2d-v0"
 
 
 @dataclass(frozen=True)
-class BanditTask:
+class BanditTask(CircleModes):
     """The single-optimum 2-D offline bandit: behaviour modes, reward and dataset size."""
 
     # number of Gaussian behaviour modes, evenly spaced on a circle
@@ -52,49 +52,20 @@ class BanditTask:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_modes < 2:
-            raise ValueError(f"num_modes must be >= 2, got {self.num_modes}.")
+        self.check_circle()
         if not 0 <= self.best_mode < self.num_modes:
             raise ValueError(f"best_mode must be in [0, {self.num_modes - 1}], got {self.best_mode}.")
-        if not (0 < self.radius and self.radius + 3 * self.mode_std < 1):
-            raise ValueError(
-                f"the modes must lie inside [-1, 1]^2: need 0 < radius and radius + 3 * mode_std < 1, got "
-                f"radius={self.radius}, mode_std={self.mode_std}."
-            )
-        if self.mode_std <= 0 or self.reward_width <= 0 or self.reward_scale <= 0:
-            raise ValueError("mode_std, reward_width and reward_scale must be > 0.")
-        if self.num_transitions < 1 or self.obs_dim < 1:
-            raise ValueError(
-                f"num_transitions and obs_dim must be >= 1, got {self.num_transitions} and {self.obs_dim}."
-            )
 
     @property
     def dataset_id(self) -> str:
         """The task's id, `BANDIT_ID`."""
         return BANDIT_ID
 
-    @property
-    def act_dim(self) -> int:
-        """Action size (always 2)."""
-        return 2
-
-    def mode_centers(self) -> Float[Array, "modes 2"]:
-        """Centres of the behaviour modes, `[num_modes, 2]`; mode `k` is at angle `2 pi k / num_modes`."""
-        return circle_centers(self.num_modes, self.radius)
-
     def reward(self, actions: Float[Array, "n 2"]) -> Float[Array, " n"]:
         """The reward of each action: a Gaussian bump of height `reward_scale` on the best mode."""
         best = self.mode_centers()[self.best_mode]
         sq = jnp.sum((actions - best[None, :]) ** 2, axis=-1)
         return self.reward_scale * jnp.exp(-sq / (2.0 * self.reward_width**2))
-
-    def observations(self, n: int) -> Float[Array, "n obs_dim"]:
-        """The constant observation, repeated `n` times."""
-        return jnp.ones((n, self.obs_dim), jnp.float32)
-
-    def sample_behaviour(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
-        """`n` actions from the behaviour mixture (uniform over modes), clipped like dataset actions."""
-        return sample_circle_mixture(key, self.mode_centers(), self.mode_std, n)
 
     def make_dataset(self) -> OfflineDataset:
         """The behaviour data as an `OfflineDataset` (see `make_dataset`)."""

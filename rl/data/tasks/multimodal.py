@@ -30,7 +30,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from rl.data.dataset import OfflineDataset
 
-from .base import Policy, circle_centers, one_step_dataset, policy_actions, sample_circle_mixture
+from .base import CircleModes, Policy, one_step_dataset, policy_actions
 
 __all__ = ["MULTIMODAL_ID", "MultimodalBanditTask"]
 
@@ -39,7 +39,7 @@ MULTIMODAL_ID = "builtin/bandit-multimodal-v0"
 
 
 @dataclass(frozen=True)
-class MultimodalBanditTask:
+class MultimodalBanditTask(CircleModes):
     """The 2-D offline bandit with several equally rewarded, separate behaviour modes."""
 
     # number of Gaussian behaviour modes, evenly spaced on a circle
@@ -62,8 +62,7 @@ class MultimodalBanditTask:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_modes < 2:
-            raise ValueError(f"num_modes must be >= 2, got {self.num_modes}.")
+        self.check_circle()
         good = self.good_modes
         if (
             not isinstance(good, tuple)
@@ -75,45 +74,17 @@ class MultimodalBanditTask:
                 f"good_modes must be a non-empty tuple of distinct mode indices in [0, {self.num_modes - 1}], "
                 f"got {good!r}."
             )
-        if not (0 < self.radius and self.radius + 3 * self.mode_std < 1):
-            raise ValueError(
-                f"the modes must lie inside [-1, 1]^2: need 0 < radius and radius + 3 * mode_std < 1, got "
-                f"radius={self.radius}, mode_std={self.mode_std}."
-            )
-        if self.mode_std <= 0 or self.reward_width <= 0 or self.reward_scale <= 0:
-            raise ValueError("mode_std, reward_width and reward_scale must be > 0.")
-        if self.num_transitions < 1 or self.obs_dim < 1:
-            raise ValueError(
-                f"num_transitions and obs_dim must be >= 1, got {self.num_transitions} and {self.obs_dim}."
-            )
 
     @property
     def dataset_id(self) -> str:
         """The task's id, `MULTIMODAL_ID`."""
         return MULTIMODAL_ID
 
-    @property
-    def act_dim(self) -> int:
-        """Action size (always 2)."""
-        return 2
-
-    def mode_centers(self) -> Float[Array, "modes 2"]:
-        """Centres of the behaviour modes, `[num_modes, 2]`; mode `k` is at angle `2 pi k / num_modes`."""
-        return circle_centers(self.num_modes, self.radius)
-
     def reward(self, actions: Float[Array, "n 2"]) -> Float[Array, " n"]:
         """The reward of each action: the highest of the equal Gaussian bumps on the good modes."""
         good = self.mode_centers()[jnp.asarray(self.good_modes)]
         sq = jnp.sum((actions[:, None, :] - good[None, :, :]) ** 2, axis=-1)
         return self.reward_scale * jnp.exp(-jnp.min(sq, axis=-1) / (2.0 * self.reward_width**2))
-
-    def observations(self, n: int) -> Float[Array, "n obs_dim"]:
-        """The constant observation, repeated `n` times."""
-        return jnp.ones((n, self.obs_dim), jnp.float32)
-
-    def sample_behaviour(self, key: PRNGKeyArray, n: int) -> Float[Array, "n 2"]:
-        """`n` actions from the behaviour mixture (uniform over modes), clipped like dataset actions."""
-        return sample_circle_mixture(key, self.mode_centers(), self.mode_std, n)
 
     def make_dataset(self) -> OfflineDataset:
         """The behaviour data as an `OfflineDataset` (one-step episodes; `task` is this task)."""
