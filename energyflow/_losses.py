@@ -1,8 +1,10 @@
-"""Flow-matching losses: plain (CFM), energy-weighted (EFM, MATH section 3), energy-guided (MATH section 4).
+"""Flow-matching losses: plain (CFM), energy-weighted (EFM) and energy-guided (the definitions are in the docs'
+maths page, `docs/maths.md`).
 
 A velocity model is called on one example, `model(x_t, t, context)` with `context=None` for unconditional
-models; the losses vmap it over the batch. Each loss draws `t ~ U[0, 1]` and `x0 ~ N(0, I)` from `key` unless
-`t` and `x0` are given (tests pin them to compare losses on the same draws).
+models; the losses vmap it over the batch. Each loss draws `t ~ U[0, 1]` and `x_0 ~ N(0, I)` from independent
+halves of `key` unless `t` and `x_0` are given (tests pin them to compare losses on the same draws). Every loss takes
+any path it can use: an `AffineProbPath`, or a `GuidedGaussianPath` together with its energy.
 """
 
 from collections.abc import Callable
@@ -12,26 +14,41 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, ScalarLike
 
-from ._paths import AffineProbPath, Energy, GuidedGaussianPath, PathSample, call_energy
+from ._paths import AbstractProbPath, Energy, GuidedGaussianPath, PathSample, call_energy
 
 VelocityModel = Callable[..., Float[Array, "dim"]]
 
 
 def _draw(
-    x1: Float[Array, "n dim"],
+    x_1: Float[Array, "n dim"],
     key: PRNGKeyArray | None,
-    x0: Float[Array, "n dim"] | None,
+    x_0: Float[Array, "n dim"] | None,
     t: Float[Array, " n"] | None,
 ) -> tuple[Float[Array, "n dim"], Float[Array, " n"]]:
-    if x0 is None or t is None:
+    """`x_0 ~ N(0, I)` and `t ~ U[0, 1]`, each from its own half of `key`, unless given."""
+    if x_0 is None or t is None:
         if key is None:
-            raise ValueError("a `key` is needed unless both `x0` and `t` are given")
+            raise ValueError("a `key` is needed unless both `x_0` and `t` are given")
         k0, kt = jax.random.split(key)
-        if x0 is None:
-            x0 = jax.random.normal(k0, x1.shape, x1.dtype)
+        if x_0 is None:
+            x_0 = jax.random.normal(k0, x_1.shape, x_1.dtype)
         if t is None:
-            t = jax.random.uniform(kt, x1.shape[:1], x1.dtype)
-    return x0, t
+            t = jax.random.uniform(kt, x_1.shape[:1], x_1.dtype)
+    return x_0, t
+
+
+def _path_samples(
+    path: AbstractProbPath,
+    x_0: Float[Array, "n dim"],
+    x_1: Float[Array, "n dim"],
+    t: Float[Array, " n"],
+    energy: Energy | None,
+    context: Float[Array, "n ctx"] | None,
+) -> PathSample:
+    """`path.sample` over the batch (the energy and the context go to paths that use them)."""
+    if context is None:
+        return jax.vmap(lambda a, b, c: path.sample(a, b, c, energy))(x_0, x_1, t)
+    return jax.vmap(lambda a, b, c, s: path.sample(a, b, c, energy, s))(x_0, x_1, t, context)
 
 
 def _squared_errors(
@@ -66,10 +83,10 @@ def group_softmax(logits: Float[Array, " n"], group_size: int | None = None) -> 
 def energy_weights(
     energies: Float[Array, " n"], beta: ScalarLike, group_size: int | None = None
 ) -> Float[Array, " n"]:
-    """The self-normalised EFM weights `g_i = softmax_i(-beta E(x1_i))` (log-sum-exp, so no overflow).
+    """The self-normalised EFM weights `g_i = softmax_i(-beta E(x_1,i))` (log-sum-exp, so no overflow).
 
     Args:
-        energies: `E(x1_i)` for each example.
+        energies: `E(x_1,i)` for each example.
         beta: inverse temperature.
         group_size: if given, normalise within consecutive groups of this size (examples sharing one context)
             instead of over the whole batch.
@@ -77,74 +94,96 @@ def energy_weights(
     return group_softmax(-beta * energies, group_size)
 
 
-def _evaluate_energy(energy, x1, context):
+def _evaluate_energy(energy, x_1, context):
     if callable(energy):
         if context is None:
-            return jax.vmap(lambda x: call_energy(energy, x, None))(x1)
-        return jax.vmap(lambda x, c: call_energy(energy, x, c))(x1, context)
+            return jax.vmap(lambda x: call_energy(energy, x, None))(x_1)
+        return jax.vmap(lambda x, c: call_energy(energy, x, c))(x_1, context)
     return energy
 
 
 def cfm_loss(
     model: VelocityModel,
-    path: AffineProbPath,
-    x1: Float[Array, "n dim"],
+    path: AbstractProbPath,
+    x_1: Float[Array, "n dim"],
     *,
+    energy: Energy | None = None,
     key: PRNGKeyArray | None = None,
     context: Float[Array, "n ctx"] | None = None,
-    x0: Float[Array, "n dim"] | None = None,
+    x_0: Float[Array, "n dim"] | None = None,
     t: Float[Array, " n"] | None = None,
 ) -> Float[Array, ""]:
-    """Conditional flow matching: the batch mean of `|v(x_t, t) - u_t(x_t | x0, x1)|^2`."""
-    x0, t = _draw(x1, key, x0, t)
-    ps = jax.vmap(path.sample)(x0, x1, t)
+    """Conditional flow matching: the batch mean of `|v(x_t, t) - u_t(x_t | x_0, x_1)|^2` on any path.
+
+    Args:
+        model: the velocity, called on one example as `model(x_t, t, context)`.
+        path: an `AffineProbPath` (plain CFM), or a `GuidedGaussianPath` with its `energy` (then this is the
+            unweighted energy-guided loss; with `beta = 0` it is plain CFM again).
+        x_1: data points, `[n, dim]`.
+        energy: the energy of one point, for paths that use one.
+        key: PRNG key for `x_0` and `t`; not needed when both are given.
+        context: one context per example, `[n, ctx]`, or `None`.
+        x_0: the noise ends, `[n, dim]` (drawn from `key` if not given).
+        t: the times, `[n]` (drawn uniformly from `key` if not given).
+    """
+    x_0, t = _draw(x_1, key, x_0, t)
+    ps = _path_samples(path, x_0, x_1, t, energy, context)
     return jnp.mean(_squared_errors(model, ps, context))
 
 
 def energy_weighted_loss(
     model: VelocityModel,
-    path: AffineProbPath,
-    x1: Float[Array, "n dim"],
+    path: AbstractProbPath,
+    x_1: Float[Array, "n dim"],
     energy: Energy | Float[Array, " n"],
     *,
     beta: ScalarLike,
     key: PRNGKeyArray | None = None,
     context: Float[Array, "n ctx"] | None = None,
     group_size: int | None = None,
-    x0: Float[Array, "n dim"] | None = None,
+    x_0: Float[Array, "n dim"] | None = None,
     t: Float[Array, " n"] | None = None,
 ) -> Float[Array, ""]:
-    """Energy-weighted flow matching (EFM): `sum_i g_i |v(x_t,i, t_i) - u_t,i|^2`, `g = softmax(-beta E(x1))`.
+    """Energy-weighted flow matching (EFM): `sum_i g_i |v(x_t,i, t_i) - u_t,i|^2`, `g = softmax(-beta E(x_1))`.
 
     Its minimiser is the marginal velocity of the path that ends at `q ∝ p exp(-beta E)`; `E` is evaluated at the
     data points only and no gradient of it is taken.
 
     Args:
-        energy: a function of one point (`E(x)`, or `E(x, c)` with a context), or the energies `E(x1_i)` already
+        model: the velocity, called on one example as `model(x_t, t, context)`.
+        path: usually an `AffineProbPath`; a `GuidedGaussianPath` also works, with `energy` given as a function
+            (it then gets the guided conditionals with endpoint weights, as `energy_guided_loss` with
+            `weighted=True, weight_at="endpoint"` when `sigma_1 = 0`).
+        x_1: data points, `[n, dim]`.
+        energy: a function of one point (`E(x)`, or `E(x, c)` with a context), or the energies `E(x_1,i)` already
             evaluated, shape `[n]`. No gradient flows through the weights.
         beta: inverse temperature; `beta = 0` gives exactly `cfm_loss`.
+        key: PRNG key for `x_0` and `t`; not needed when both are given.
+        context: one context per example, `[n, ctx]`, or `None`.
         group_size: normalise the weights within consecutive groups of this many examples (candidates that share
             one context) rather than over the whole batch.
+        x_0: the noise ends, `[n, dim]` (drawn from `key` if not given).
+        t: the times, `[n]` (drawn uniformly from `key` if not given).
     """
-    x0, t = _draw(x1, key, x0, t)
-    energies = jax.lax.stop_gradient(_evaluate_energy(energy, x1, context))
+    x_0, t = _draw(x_1, key, x_0, t)
+    energies = jax.lax.stop_gradient(_evaluate_energy(energy, x_1, context))
     weights = energy_weights(energies, beta, group_size)
-    ps = jax.vmap(path.sample)(x0, x1, t)
+    ps = _path_samples(path, x_0, x_1, t, energy if callable(energy) else None, context)
     return jnp.sum(weights * _squared_errors(model, ps, context))
 
 
 def energy_guided_loss(
     model: VelocityModel,
     path: GuidedGaussianPath,
-    x1: Float[Array, "n dim"],
+    x_1: Float[Array, "n dim"],
     energy: Energy,
     *,
     key: PRNGKeyArray | None = None,
     context: Float[Array, "n ctx"] | None = None,
     weighted: bool = False,
-    weight_at: Literal["t", "endpoint"] = "t",
+    weight_at: Literal["t", "endpoint"] = "endpoint",
     group_size: int | None = None,
-    x0: Float[Array, "n dim"] | None = None,
+    x_0: Float[Array, "n dim"] | None = None,
     t: Float[Array, " n"] | None = None,
 ) -> Float[Array, ""]:
     """Energy-guided flow matching (FlowQ): regress on the velocity of the guided Gaussian path.
@@ -153,31 +192,41 @@ def energy_guided_loss(
     the number of steps later used for sampling.
 
     Args:
+        model: the velocity, called on one example as `model(x_t, t, context)`.
+        path: the guided path (its `beta`, `lambda_schedule` and `gradient`).
+        x_1: data points, `[n, dim]`.
         energy: a function of one point, `E(x)` or `E(x, c)`; wrap it in `jax.lax.stop_gradient` yourself if its
             parameters must not be trained (the regression target itself never carries a gradient).
-        weighted: weight each example by `softmax_i(log Z(x1_i))`, the mixture weights of the guided marginal;
-            otherwise the batch mean.
-        weight_at: with `weighted`, where the normaliser is taken: `"t"` uses `log Z_t` at each example's own time
-            (MATH section 4; the weights then change with `t`, and normalising across examples at different times
-            also reweights time: pass one `t` per group with `group_size`), `"endpoint"` uses `log Z_1`, which is
-            constant in `t` (`-beta E(x1)` when `sigma_1 = 0`, EFM's weights): the mixture of guided conditionals
-            then ends exactly at `q`.
+        key: PRNG key for `x_0` and `t`; not needed when both are given.
+        context: one context per example, `[n, ctx]`, or `None`.
+        weighted: weight each example by `softmax_i(log Z(x_1,i))`, the mixture weights of the guided marginal;
+            otherwise the batch mean (then the flow ends at `p` when `sigma_1 = 0`, not at `q`).
+        weight_at: with `weighted`, where the normaliser is taken: `"endpoint"` (the default, as in `fit` and the
+            FlowQ agent) uses `log Z_1`, which is constant in `t` (`-beta E(x_1)` when `sigma_1 = 0`, EFM's
+            weights): the mixture of guided conditionals then ends exactly at `q`. `"t"` uses `log Z_t` at each
+            example's own time; the weights then change with `t`, which no flow can follow, so it under-tilts, and
+            normalising across examples at different times also reweights time: pass one `t` per group with
+            `group_size`.
         group_size: with `weighted`, normalise within consecutive groups of this size.
+        x_0: the noise ends, `[n, dim]` (drawn from `key` if not given).
+        t: the times, `[n]` (drawn uniformly from `key` if not given).
     """
-    x0, t = _draw(x1, key, x0, t)
-    if context is None:
-        ps = jax.vmap(lambda a, b, c: path.sample(a, b, c, energy))(x0, x1, t)
-    else:
-        ps = jax.vmap(lambda a, b, c, s: path.sample(a, b, c, energy, s))(x0, x1, t, context)
+    if not isinstance(path, GuidedGaussianPath):
+        raise TypeError(
+            f"energy_guided_loss needs a GuidedGaussianPath, got {type(path).__name__}; "
+            "for an AffineProbPath use cfm_loss or energy_weighted_loss"
+        )
+    if weighted and weight_at not in ("t", "endpoint"):
+        raise ValueError(f"weight_at must be 't' or 'endpoint', got {weight_at!r}")
+    x_0, t = _draw(x_1, key, x_0, t)
+    ps = _path_samples(path, x_0, x_1, t, energy, context)
     errors = _squared_errors(model, ps, context)
     if not weighted:
         return jnp.mean(errors)
-    if weight_at not in ("t", "endpoint"):
-        raise ValueError(f"weight_at must be 't' or 'endpoint', got {weight_at!r}")
     t_weight = t if weight_at == "t" else jnp.ones_like(t)
     if context is None:
-        log_z = jax.vmap(lambda b, c: path.log_normalizer(b, c, energy))(x1, t_weight)
+        log_z = jax.vmap(lambda b, c: path.log_normalizer(b, c, energy))(x_1, t_weight)
     else:
-        log_z = jax.vmap(lambda b, c, s: path.log_normalizer(b, c, energy, s))(x1, t_weight, context)
+        log_z = jax.vmap(lambda b, c, s: path.log_normalizer(b, c, energy, s))(x_1, t_weight, context)
     weights = jax.lax.stop_gradient(group_softmax(log_z, group_size))
     return jnp.sum(weights * errors)

@@ -1,8 +1,8 @@
 """ODE samplers and likelihoods of velocity models, solved with diffrax.
 
-A velocity model is called on one example, `model(x, t, context) -> velocity` (MATH section 2: `t = 0` is the
-noise `N(0, I)`, `t = 1` the data). Every function here solves the whole batch as one ODE on an `[n, dim]` state,
-with the model vmapped inside the vector field.
+A velocity model is called on one example, `model(x, t, context) -> velocity` (`t = 0` is the noise `N(0, I)`,
+`t = 1` the data: docs/maths.md, "Probability paths"). Every function here solves the whole batch as one ODE on an
+`[n, dim]` state, with the model vmapped inside the vector field.
 
 Stepping: give `steps` for a fixed grid of `steps` equal steps from `t0` to `t1` (`max_steps` is then `steps`, so
 the solve costs the same as a hand-written loop), or `rtol`/`atol` for adaptive steps under a PID controller (the
@@ -17,6 +17,7 @@ Hutchinson's estimator `E[eps^T J eps]` with probes drawn once per solve.
 """
 
 import math
+import typing
 from numbers import Integral, Real
 from typing import NamedTuple
 
@@ -26,6 +27,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._losses import VelocityModel
+from ._validate import (
+    check_finite_rows,
+    check_key,
+    check_memory,
+    check_nonempty,
+    describe,
+    short_repr,
+    solve_bytes_per_point,
+)
 
 # Names are annotated as plain `str` so that a wrong name meets the clear error below, not a type-checker's.
 SolverName = str  # "euler", "heun", "midpoint" or "tsit5"
@@ -59,7 +69,7 @@ def _is_int(value) -> bool:
 
 def _check_positive_int(name: str, value) -> int:
     if not _is_int(value):
-        raise TypeError(f"{name} must be a positive Python int, got {value!r} of type {type(value).__name__}")
+        raise TypeError(f"{name} must be a positive Python int, got {describe(value)}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return int(value)
@@ -67,7 +77,7 @@ def _check_positive_int(name: str, value) -> int:
 
 def _check_positive_float(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a positive float, got {value!r} of type {type(value).__name__}")
+        raise TypeError(f"{name} must be a positive float, got {describe(value)}")
     if not value > 0:
         raise ValueError(f"{name} must be a positive float, got {value}")
     return float(value)
@@ -80,18 +90,18 @@ def _resolve_solver(solver) -> diffrax.AbstractSolver:
         if solver.lower() in _SOLVERS:
             return _SOLVERS[solver.lower()]()
         raise ValueError(
-            f"solver must be one of {sorted(_SOLVERS)} or a diffrax.AbstractSolver instance, got {solver!r}"
+            f"solver must be one of {sorted(_SOLVERS)} or a diffrax.AbstractSolver instance, got {describe(solver)}"
         )
     raise TypeError(
         f"solver must be a name among {sorted(_SOLVERS)} or a diffrax.AbstractSolver instance, "
-        f"got {solver!r} of type {type(solver).__name__}"
+        f"got {describe(solver)}"
     )
 
 
 def _resolve_times(t0, t1) -> tuple[float, float]:
     for name, value in (("t0", t0), ("t1", t1)):
         if isinstance(value, bool) or not isinstance(value, Real):
-            raise TypeError(f"{name} must be a Python float, got {value!r} of type {type(value).__name__}")
+            raise TypeError(f"{name} must be a Python float, got {describe(value)}")
     if t0 == t1:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
     return float(t0), float(t1)
@@ -114,7 +124,7 @@ def _resolve_stepping(
     if steps is not None and (rtol is not None or atol is not None):
         raise ValueError(
             "give either steps= (fixed steps) or rtol=/atol= (adaptive steps), not both; "
-            f"got steps={steps!r}, rtol={rtol!r}, atol={atol!r}"
+            f"got steps={short_repr(steps)}, rtol={short_repr(rtol)}, atol={short_repr(atol)}"
         )
     if steps is None and rtol is None and atol is None and default_tol is not None and adaptive_solver:
         rtol = atol = default_tol
@@ -142,14 +152,19 @@ def _model_int(model, name: str) -> int | None:
 
 
 def _resolve_points(model, points, name: str) -> Array:
-    """Check points `[n, dim]` (floating point, matching `model.dim` when the model has one)."""
+    """Check points `[n, dim]`: non-empty, floating point, finite, matching `model.dim` when the model has one."""
     if isinstance(points, bool) or not hasattr(points, "shape") and not isinstance(points, (list, tuple)):
-        raise TypeError(f"{name} must be an array [n, dim], got {points!r} of type {type(points).__name__}")
-    points = jnp.asarray(points)
+        raise TypeError(f"{name} must be an array [n, dim], got {describe(points)}")
+    try:
+        points = jnp.asarray(points)
+    except Exception:  # ragged lists, strings, objects
+        raise TypeError(f"{name} must be an array [n, dim] of floats, got {describe(points)}") from None
     if points.ndim != 2:
         raise ValueError(f"{name} must be an array [n, dim], got shape {points.shape}")
     if not jnp.issubdtype(points.dtype, jnp.floating):
         raise TypeError(f"{name} must be floating point, got dtype {points.dtype}")
+    check_nonempty(points.shape, name)
+    check_finite_rows(points, name)
     model_dim = _model_int(model, "dim")
     if model_dim is not None and points.shape[1] != model_dim:
         raise ValueError(f"{name} of shape {points.shape} does not match the model's dim: expected [n, {model_dim}]")
@@ -158,6 +173,12 @@ def _resolve_points(model, points, name: str) -> Array:
 
 def _resolve_start(model, key, n_or_x0, dim) -> tuple[int, int, Array | None]:
     """`(n, dim, x0)` from a batch size (x0 `None`, drawn later) or from given starting points."""
+    if not _is_int(n_or_x0) and (
+        isinstance(n_or_x0, bool) or not hasattr(n_or_x0, "shape") and not isinstance(n_or_x0, (list, tuple))
+    ):
+        raise TypeError(
+            f"n_or_x0 must be a batch size (a positive int) or starting points [n, dim], got {describe(n_or_x0)}"
+        )
     if not _is_int(n_or_x0):
         x0 = _resolve_points(model, n_or_x0, "n_or_x0 (starting points)")
         if dim is not None and x0.shape[1] != dim:
@@ -186,7 +207,10 @@ def _resolve_context(model, context, n: int) -> Array | None:
         if context_dim:
             raise ValueError(f"the model expects a context of size {context_dim} ([n, {context_dim}]), got None")
         return None
-    context = jnp.asarray(context)
+    try:
+        context = jnp.asarray(context)
+    except Exception:
+        raise TypeError(f"context must be an array [n, ctx] or [ctx] of floats, got {describe(context)}") from None
     if context.ndim not in (1, 2):
         raise ValueError(f"context must be [n, ctx] (one per example) or [ctx] (shared), got shape {context.shape}")
     if context.ndim == 2 and context.shape[0] != n:
@@ -198,6 +222,7 @@ def _resolve_context(model, context, n: int) -> Array | None:
             f"the model expects contexts of size {context_dim}, got context of shape {context.shape}"
             + (" (the model takes no context; pass context=None)" if context_dim == 0 else "")
         )
+    check_finite_rows(context, "context")
     return context
 
 
@@ -207,12 +232,12 @@ def _check_model(model) -> None:
 
 
 def _resolve_divergence(divergence, key, num_probes, probe) -> None:
-    if divergence not in ("exact", "hutchinson"):
-        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    if not isinstance(divergence, str) or divergence not in ("exact", "hutchinson"):
+        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {describe(divergence)}")
     if divergence == "hutchinson":
         _check_positive_int("num_probes", num_probes)
-        if probe not in ("rademacher", "gaussian"):
-            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
+        if not isinstance(probe, str) or probe not in ("rademacher", "gaussian"):
+            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {describe(probe)}")
         if key is None:
             raise ValueError("divergence='hutchinson' draws random probes, so a PRNG key is needed; got key=None")
 
@@ -296,6 +321,7 @@ def _solve(field, solver, stepping: _Stepping, t0: float, t1: float, y0, args, s
 # Public functions.
 
 
+@typing.no_type_check  # validated by hand below, so that users and tests see the same one-line messages
 def sample(
     model: VelocityModel,
     key: PRNGKeyArray | None,
@@ -338,8 +364,17 @@ def sample(
 
     Returns:
         The points at `t1`, `[n, dim]`, or the trajectory `[T, n, dim]` when `return_trajectory` is set.
+
+    Raises:
+        TypeError: a `key` that is not one PRNG key (`jax.random.key(seed)` or a legacy `uint32[2]`), a step count
+            that is not an int, a solver that is neither a name nor a `diffrax.AbstractSolver`.
+        ValueError: a non-positive `n` or step count, an unknown solver name, starting points or a context of the
+            wrong shape, empty, or holding NaN/inf (the first bad row is named), or a request whose estimated
+            memory exceeds the limit (see "Memory" in the docs: the message gives the estimate and a chunk size).
+            All are raised before anything is traced; under `jax.jit` only shapes and dtypes are checked.
     """
     _check_model(model)
+    key = check_key(key, optional=True)
     solver = _resolve_solver(solver)
     t0, t1 = _resolve_times(t0, t1)
     stepping = _resolve_stepping(
@@ -355,7 +390,12 @@ def sample(
             )
         saveat = diffrax.SaveAt(t0=True, steps=True) if return_trajectory else diffrax.SaveAt(t1=True)
     else:
-        save_ts = jnp.asarray(return_trajectory)
+        try:
+            save_ts = jnp.asarray(return_trajectory)
+        except Exception:
+            raise TypeError(
+                f"return_trajectory must be a bool or a 1-D array of save times, got {describe(return_trajectory)}"
+            ) from None
         if save_ts.ndim != 1 or save_ts.shape[0] == 0:
             raise ValueError(
                 f"return_trajectory as save times must be a non-empty 1-D array, got shape {save_ts.shape}"
@@ -363,6 +403,18 @@ def sample(
         if not jnp.issubdtype(save_ts.dtype, jnp.floating):
             save_ts = save_ts.astype(float)
         saveat = diffrax.SaveAt(ts=save_ts)
+    if return_trajectory is False:
+        saved = 0
+    else:
+        saved = stepping.max_steps + 1 if return_trajectory is True else save_ts.shape[0]
+    itemsize = (jax.dtypes.canonicalize_dtype(jnp.float64) if x0 is None else x0.dtype).itemsize
+    check_memory(
+        "sample",
+        n,
+        solve_bytes_per_point(model, dim, solver, itemsize, saved=saved),
+        "draw at most {chunk} points a call, e.g. "
+        "jnp.concatenate([sample(model, k, {chunk}, ...) for k in jax.random.split(key, {calls})])",
+    )
     if x0 is None:
         x0 = jax.random.normal(key, (n, dim))
 
@@ -374,6 +426,7 @@ def sample(
     return ys
 
 
+@typing.no_type_check
 def log_prob(
     model: VelocityModel,
     x: ArrayLike,
@@ -418,8 +471,17 @@ def log_prob(
 
     Returns:
         `log p_{t1}(x)` per example, `[n]`.
+
+    Raises:
+        TypeError: a `key` that is not one PRNG key, points that are not a floating-point array, a step count
+            that is not an int, a solver that is neither a name nor a `diffrax.AbstractSolver`.
+        ValueError: `x` that is not `[n, dim]`, is empty (`[0, dim]`: an empty batch is refused, like `n=0` in
+            `sample` and like `FlowModel.log_prob`), or holds NaN/inf (the first bad row is named); a non-positive
+            step count; an unknown solver, divergence or probe; Hutchinson without a `key`; or a batch whose
+            estimated memory exceeds the limit. All are raised before the ODE is solved.
     """
     _check_model(model)
+    key = check_key(key, optional=True)
     solver = _resolve_solver(solver)
     t0, t1 = _resolve_times(t0, t1)
     _resolve_divergence(divergence, key, num_probes, probe)
@@ -429,6 +491,15 @@ def log_prob(
     )
     x = _resolve_points(model, x, "x")
     context = _resolve_context(model, context, x.shape[0])
+    check_memory(
+        "log_prob",
+        x.shape[0],
+        solve_bytes_per_point(
+            model, x.shape[1], solver, x.dtype.itemsize, tangents=x.shape[1] if divergence == "exact" else num_probes
+        ),
+        "evaluate x in slices of at most {chunk} rows, e.g. "
+        "jnp.concatenate([log_prob(model, x[i:i + {chunk}], ...) for i in range(0, len(x), {chunk})])",
+    )
     probes = None
     if divergence == "hutchinson":
         probes = _draw_probes(key, (x.shape[0], num_probes, x.shape[1]), probe, x.dtype)
@@ -440,6 +511,7 @@ def log_prob(
     return _standard_normal_log_density(x0[0]) - delta[0]
 
 
+@typing.no_type_check
 def sample_with_log_prob(
     model: VelocityModel,
     key: PRNGKeyArray | None,
@@ -486,8 +558,15 @@ def sample_with_log_prob(
 
     Returns:
         The points at `t1`, `[n, dim]`, and their log-density `log p_{t1}`, `[n]`.
+
+    Raises:
+        TypeError: a `key` that is not one PRNG key, a step count that is not an int, a solver that is neither a
+            name nor a `diffrax.AbstractSolver`.
+        ValueError: as for `sample` (bad `n`, steps, solver, starting points, context, memory), and as for
+            `log_prob` (divergence, probes, a missing key).
     """
     _check_model(model)
+    key = check_key(key, optional=True)
     solver = _resolve_solver(solver)
     t0, t1 = _resolve_times(t0, t1)
     _resolve_divergence(divergence, key, num_probes, probe)
@@ -496,6 +575,18 @@ def sample_with_log_prob(
     )
     n, dim, x0 = _resolve_start(model, key, n_or_x0, dim)
     context = _resolve_context(model, context, n)
+    check_memory(
+        "sample_with_log_prob",
+        n,
+        solve_bytes_per_point(
+            model,
+            dim,
+            solver,
+            (jax.dtypes.canonicalize_dtype(jnp.float64) if x0 is None else x0.dtype).itemsize,
+            tangents=dim if divergence == "exact" else num_probes,
+        ),
+        "draw at most {chunk} points a call, e.g. one call per key of jax.random.split(key, {calls})",
+    )
     if x0 is None:
         # Drawn from the key itself, as in `sample`, so that both start from the same points for the same key.
         x0 = jax.random.normal(key, (n, dim))

@@ -1,9 +1,9 @@
 """Toy targets: a data distribution `p` you can sample, an energy `E`, and where it exists the exact target `q`.
 
-The closed-form targets of MATH section 6 expose their exact answer (`target_mean`, `target_cov`, `target_weights`) for tests
-and docs. The 2-D picture targets (moons, checkerboard, rings, swiss roll, two spirals) have no closed form; their
-`sample_target` resamples a large draw from `p` by the weights `exp(-beta E)` (sampling-importance-resampling), which is
-exact as the draw grows.
+The closed-form targets (docs/maths.md, "Targets with a known answer") expose their exact answer (`target_mean`,
+`target_cov`, `target_weights`) for tests and docs. The 2-D picture targets (moons, checkerboard, rings, swiss roll,
+two spirals) have no closed form; their `sample_target` resamples a large draw from `p` by the weights
+`exp(-beta E)` (sampling-importance-resampling), which is exact as the draw grows.
 
 Every target has `dim`, `sample(key, n) -> [n, dim]` (from `p`), `energy(x) -> scalar` (one point) and
 `sample_target(key, n, beta) -> [n, dim]` (from `q ∝ p exp(-beta E)`).
@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._validate import checked_sampler
 
 __all__ = [
     "AbstractTarget",
@@ -35,7 +37,17 @@ __all__ = [
 
 
 class AbstractTarget(eqx.Module):
-    """A data distribution `p` with an energy `E`; the target is `q ∝ p exp(-beta E)`."""
+    """A data distribution `p` with an energy `E`; the target is `q ∝ p exp(-beta E)`.
+
+    Every subclass's `sample` and `sample_target` check their `key` (one JAX PRNG key) and `n` (a positive int)
+    first, raising a one-line `TypeError`/`ValueError`.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("sample", "sample_target"):
+            if name in cls.__dict__:
+                setattr(cls, name, checked_sampler(cls.__dict__[name]))
 
     @property
     @abc.abstractmethod
@@ -50,6 +62,7 @@ class AbstractTarget(eqx.Module):
     def energy(self, x: Float[Array, " dim"]) -> Float[Array, ""]:
         """The energy of one point."""
 
+    @checked_sampler
     def sample_target(self, key: PRNGKeyArray, n: int, beta: float) -> Float[Array, "n dim"]:
         """Draw `n` points from `q ∝ p exp(-beta E)` by resampling `64 n` draws of `p` (exact as that grows)."""
         kp, kr = jax.random.split(key)

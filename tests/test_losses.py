@@ -1,4 +1,4 @@
-"""Properties of the flow-matching losses (MATH sections 3 and 4): CFM, energy-weighted (EFM), energy-guided.
+"""Properties of the flow-matching losses (docs/maths.md): CFM, energy-weighted (EFM), energy-guided.
 
 Every loss is compared on pinned draws (`x0`, `t` given), so the properties are deterministic identities between
 losses; tolerances are float32 rounding of sums over a handful of examples unless a test says otherwise.
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from energyflow import (
+    AbstractProbPath,
     AffineProbPath,
     CondOTScheduler,
     CosineScheduler,
@@ -64,7 +65,7 @@ def batches(draw, n=N):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# EFM (MATH section 3).
+# EFM (docs/maths.md, "Energy-weighted flow matching").
 
 
 @SETTINGS
@@ -75,9 +76,9 @@ def test_efm_without_tilt_is_cfm(batch, energies, c, beta):
     The weights are then exactly 1/8; the two losses differ only in summation order: rtol 1e-5.
     """
     x1, x0, t = batch
-    plain = cfm(MODEL, PATH, x1, x0=x0, t=t)
-    zero_beta = efm(MODEL, PATH, x1, energies, beta=jnp.float32(0.0), x0=x0, t=t)
-    constant = efm(MODEL, PATH, x1, jnp.full((N,), c, jnp.float32), beta=jnp.float32(beta), x0=x0, t=t)
+    plain = cfm(MODEL, PATH, x1, x_0=x0, t=t)
+    zero_beta = efm(MODEL, PATH, x1, energies, beta=jnp.float32(0.0), x_0=x0, t=t)
+    constant = efm(MODEL, PATH, x1, jnp.full((N,), c, jnp.float32), beta=jnp.float32(beta), x_0=x0, t=t)
     np.testing.assert_allclose(zero_beta, plain, rtol=1e-5)
     np.testing.assert_allclose(constant, plain, rtol=1e-5)
 
@@ -96,8 +97,8 @@ def test_efm_ignores_a_constant_added_to_the_energy(batch, energies, c, beta):
     beta = jnp.float32(beta)
     np.testing.assert_allclose(energy_weights(shifted, beta), energy_weights(energies, beta), rtol=2e-4, atol=1e-7)
     np.testing.assert_allclose(
-        efm(MODEL, PATH, x1, shifted, beta=beta, x0=x0, t=t),
-        efm(MODEL, PATH, x1, energies, beta=beta, x0=x0, t=t),
+        efm(MODEL, PATH, x1, shifted, beta=beta, x_0=x0, t=t),
+        efm(MODEL, PATH, x1, energies, beta=beta, x_0=x0, t=t),
         rtol=2e-4,
     )
 
@@ -115,16 +116,16 @@ def test_efm_is_invariant_to_permuting_the_batch(batch, energies, beta, perm, gr
     permuting whole groups (and examples within a group). Only the summation order changes: rtol 1e-5."""
     x1, x0, t = batch
     beta = jnp.float32(beta)
-    reference = efm(MODEL, PATH, x1, energies, beta=beta, x0=x0, t=t)
+    reference = efm(MODEL, PATH, x1, energies, beta=beta, x_0=x0, t=t)
     p = np.asarray(perm)
-    np.testing.assert_allclose(efm(MODEL, PATH, x1[p], energies[p], beta=beta, x0=x0[p], t=t[p]), reference, rtol=1e-5)
+    np.testing.assert_allclose(efm(MODEL, PATH, x1[p], energies[p], beta=beta, x_0=x0[p], t=t[p]), reference, rtol=1e-5)
 
-    grouped = efm(MODEL, PATH, x1, energies, beta=beta, x0=x0, t=t, group_size=4)
+    grouped = efm(MODEL, PATH, x1, energies, beta=beta, x_0=x0, t=t, group_size=4)
     # New order: groups in `group_perm` order; inside each group, the order in which `perm` lists 0..3.
     within = [i for i in perm if i < 4]
     q = np.array([4 * g + w for g in group_perm for w in within])
     np.testing.assert_allclose(
-        efm(MODEL, PATH, x1[q], energies[q], beta=beta, x0=x0[q], t=t[q], group_size=4), grouped, rtol=1e-5
+        efm(MODEL, PATH, x1[q], energies[q], beta=beta, x_0=x0[q], t=t[q], group_size=4), grouped, rtol=1e-5
     )
 
 
@@ -145,9 +146,9 @@ def test_efm_integer_weights_equal_repeating_samples(batch, k, beta):
     """
     x1, x0, t = batch
     rep = np.repeat(np.arange(4), k)
-    repeated = cfm(MODEL, PATH, x1[rep], x0=x0[rep], t=t[rep])
+    repeated = cfm(MODEL, PATH, x1[rep], x_0=x0[rep], t=t[rep])
     energies = jnp.asarray(-np.log(k) / beta, jnp.float32)
-    weighted = efm(MODEL, PATH, x1, energies, beta=jnp.float32(beta), x0=x0, t=t)
+    weighted = efm(MODEL, PATH, x1, energies, beta=jnp.float32(beta), x_0=x0, t=t)
     np.testing.assert_allclose(weighted, repeated, rtol=1e-5)
 
 
@@ -167,7 +168,7 @@ def test_efm_weights_stay_finite_for_huge_energies(batch, energies, beta):
         w_g = w.reshape(groups, -1)
         for g in range(groups):
             assert w_g[g, np.argmin(e[g])] == w_g[g].max()
-        assert np.isfinite(efm(MODEL, PATH, x1, energies, beta=beta, x0=x0, t=t, group_size=group_size))
+        assert np.isfinite(efm(MODEL, PATH, x1, energies, beta=beta, x_0=x0, t=t, group_size=group_size))
 
 
 def test_efm_weights_of_extreme_energies():
@@ -211,9 +212,9 @@ def test_grouped_efm_is_the_mean_of_per_group_losses(batch, energies, beta):
     not depend on the other groups, and each group counts 1/G. Summation order only: rtol 1e-5."""
     x1, x0, t = batch
     beta = jnp.float32(beta)
-    grouped = efm(MODEL, PATH, x1, energies, beta=beta, x0=x0, t=t, group_size=4)
+    grouped = efm(MODEL, PATH, x1, energies, beta=beta, x_0=x0, t=t, group_size=4)
     parts = [
-        efm(MODEL, PATH, x1[s], energies[s], beta=beta, x0=x0[s], t=t[s]) for s in (slice(0, 4), slice(4, 8))
+        efm(MODEL, PATH, x1[s], energies[s], beta=beta, x_0=x0[s], t=t[s]) for s in (slice(0, 4), slice(4, 8))
     ]
     np.testing.assert_allclose(grouped, np.mean(parts), rtol=1e-5)
 
@@ -225,14 +226,14 @@ def test_efm_weights_carry_no_gradient():
     x0 = jax.random.normal(jax.random.key(3), (N, DIM))
     t = jax.random.uniform(jax.random.key(4), (N,))
     energies = jnp.linspace(-1.0, 1.0, N)
-    grad_scale = jax.grad(lambda a: efm(MODEL, PATH, x1, a * energies, beta=jnp.float32(2.0), x0=x0, t=t))(1.0)
+    grad_scale = jax.grad(lambda a: efm(MODEL, PATH, x1, a * energies, beta=jnp.float32(2.0), x_0=x0, t=t))(1.0)
     assert grad_scale == 0.0
-    grads = eqx.filter_grad(lambda m: efm(m, PATH, x1, energies, beta=jnp.float32(2.0), x0=x0, t=t))(MODEL)
+    grads = eqx.filter_grad(lambda m: efm(m, PATH, x1, energies, beta=jnp.float32(2.0), x_0=x0, t=t))(MODEL)
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The energy-guided loss (MATH section 4).
+# The energy-guided loss (docs/maths.md, "The energy-guided Gaussian path").
 
 
 @pytest.mark.parametrize("scheduler", [CondOTScheduler(), CosineScheduler()], ids=["condot", "cosine"])
@@ -244,9 +245,20 @@ def test_guided_loss_without_guidance_is_cfm(scheduler, gradient):
     x0 = jax.random.normal(jax.random.key(6), (N, DIM))
     t = jax.random.uniform(jax.random.key(7), (N,))
     path = GuidedGaussianPath(scheduler, beta=jnp.float32(0.0), gradient=gradient)
-    plain = cfm(MODEL, AffineProbPath(scheduler), x1, x0=x0, t=t)
-    np.testing.assert_allclose(guided(MODEL, path, x1, quartic_energy, x0=x0, t=t), plain, rtol=1e-5)
-    np.testing.assert_allclose(guided(MODEL, path, x1, quartic_energy, x0=x0, t=t, weighted=True), plain, rtol=1e-5)
+    plain = cfm(MODEL, AffineProbPath(scheduler), x1, x_0=x0, t=t)
+    np.testing.assert_allclose(guided(MODEL, path, x1, quartic_energy, x_0=x0, t=t), plain, rtol=1e-5)
+    np.testing.assert_allclose(guided(MODEL, path, x1, quartic_energy, x_0=x0, t=t, weighted=True), plain, rtol=1e-5)
+
+
+@eqx.filter_jit
+def _guided_errors_and_log_z(path, x_1, x_0, t):
+    """Per-example squared errors of the guided path (unweighted) and `log Z_t(x_1)`, one example at a time."""
+
+    def one(a, b, c):
+        err = energy_guided_loss(MODEL, path, a[None], quartic_energy, x_0=b[None], t=c[None])
+        return err, path.log_normalizer(a, c, quartic_energy)
+
+    return jax.vmap(one)(x_1, x_0, t)
 
 
 @SETTINGS
@@ -254,15 +266,41 @@ def test_guided_loss_without_guidance_is_cfm(scheduler, gradient):
 def test_weighted_guided_loss_at_t1_is_efm(batch, beta, gradient):
     """At t = 1 with sigma_1 = 0 (CondOT, sigma_min = 0) the guided conditional is the data point, its velocity is
     `x1 - x0` and `log Z_1 = -beta E(x1)`: the weighted guided loss is exactly EFM, with either `weight_at`.
-    Same float32 quantities by two routes: rtol 1e-5."""
-    x1, x0, _ = batch
-    t = jnp.ones(N)
+
+    At the drawn times (t < 1) the two `weight_at` differ, and each must give its own weights on the guided errors:
+    `"endpoint"` EFM's weights `softmax(-beta E(x1))` (so it equals `energy_weighted_loss` on the guided path),
+    `"t"` the weights `softmax(log Z_t(x1))` (float64 reference). Same float32 quantities by two routes: rtol 1e-5
+    (a sum of 8 terms; the float64 softmax differs from float32's by < 1e-6 relative).
+    """
+    x1, x0, t = batch
     beta = jnp.float32(beta)
     path = GuidedGaussianPath(CondOTScheduler(), beta=beta, gradient=gradient)
-    reference = efm(MODEL, PATH, x1, quartic_energy, beta=beta, x0=x0, t=t)
+    ones = jnp.ones(N)
+    reference = efm(MODEL, PATH, x1, quartic_energy, beta=beta, x_0=x0, t=ones)
     for weight_at in ("t", "endpoint"):
-        loss = guided(MODEL, path, x1, quartic_energy, x0=x0, t=t, weighted=True, weight_at=weight_at)
+        loss = guided(MODEL, path, x1, quartic_energy, x_0=x0, t=ones, weighted=True, weight_at=weight_at)
         np.testing.assert_allclose(loss, reference, rtol=1e-5, atol=1e-6)
+
+    errors, log_z_t = (np.asarray(a, np.float64) for a in _guided_errors_and_log_z(path, x1, x0, t))
+    at_t = guided(MODEL, path, x1, quartic_energy, x_0=x0, t=t, weighted=True, weight_at="t")
+    np.testing.assert_allclose(at_t, np.sum(_softmax_groups(log_z_t, N) * errors), rtol=1e-5, atol=1e-6)
+    at_endpoint = guided(MODEL, path, x1, quartic_energy, x_0=x0, t=t, weighted=True, weight_at="endpoint")
+    np.testing.assert_allclose(at_endpoint, efm(MODEL, path, x1, quartic_energy, beta=beta, x_0=x0, t=t), rtol=1e-5)
+
+
+def test_weight_at_values_differ_away_from_t1():
+    """On a fixed batch at t = 0.5 and beta = 3 the two normalisers give losses more than 10% apart, so a loss that
+    ignored `weight_at` fails the references of `test_weighted_guided_loss_at_t1_is_efm`; the default is
+    `"endpoint"` (the one that does not under-tilt)."""
+    x1 = jax.random.normal(jax.random.key(20), (N, DIM))
+    x0 = jax.random.normal(jax.random.key(21), (N, DIM))
+    t = jnp.full((N,), 0.5)
+    path = GuidedGaussianPath(CondOTScheduler(), beta=jnp.float32(3.0))
+    losses = {w: float(guided(MODEL, path, x1, quartic_energy, x_0=x0, t=t, weighted=True, weight_at=w))
+              for w in ("t", "endpoint")}
+    assert abs(losses["t"] - losses["endpoint"]) > 0.1 * losses["endpoint"], losses
+    default = float(guided(MODEL, path, x1, quartic_energy, x_0=x0, t=t, weighted=True))
+    assert default == losses["endpoint"]
 
 
 def test_guided_loss_trains_only_the_model():
@@ -274,7 +312,7 @@ def test_guided_loss_trains_only_the_model():
 
     def loss(beta, model, weighted):
         path = GuidedGaussianPath(CondOTScheduler(), beta=beta)
-        return guided(model, path, x1, quartic_energy, x0=x0, t=t, weighted=weighted)
+        return guided(model, path, x1, quartic_energy, x_0=x0, t=t, weighted=weighted)
 
     for weighted in (False, True):
         assert jax.grad(loss)(jnp.float32(1.5), MODEL, weighted) == 0.0
@@ -312,8 +350,8 @@ def _softmax_groups(logits, group_size):
 def test_context_model_uses_its_context(context_batch):
     """Sanity check for the context tests: the loss changes when the context changes (so they can fail)."""
     x1, x0, t, context = context_batch
-    a = cfm(CONTEXT_MODEL, PATH, x1, x0=x0, t=t, context=context)
-    b = cfm(CONTEXT_MODEL, PATH, x1, x0=x0, t=t, context=context + 1.0)
+    a = cfm(CONTEXT_MODEL, PATH, x1, x_0=x0, t=t, context=context)
+    b = cfm(CONTEXT_MODEL, PATH, x1, x_0=x0, t=t, context=context + 1.0)
     assert abs(float(a) - float(b)) > 1e-3
 
 
@@ -328,8 +366,8 @@ def test_cfm_and_efm_with_context_match_per_example_reference(context_batch):
     energies = np.array([float(contextual_energy(x1[i], context[i])) for i in range(N)])
     weights = _softmax_groups(-beta * energies, 4)
 
-    np.testing.assert_allclose(cfm(CONTEXT_MODEL, PATH, x1, x0=x0, t=t, context=context), errors.mean(), rtol=1e-5)
-    kwargs = dict(beta=jnp.float32(beta), x0=x0, t=t, context=context, group_size=4)
+    np.testing.assert_allclose(cfm(CONTEXT_MODEL, PATH, x1, x_0=x0, t=t, context=context), errors.mean(), rtol=1e-5)
+    kwargs = dict(beta=jnp.float32(beta), x_0=x0, t=t, context=context, group_size=4)
     with_fn = efm(CONTEXT_MODEL, PATH, x1, contextual_energy, **kwargs)
     with_values = efm(CONTEXT_MODEL, PATH, x1, jnp.asarray(energies, jnp.float32), **kwargs)
     np.testing.assert_allclose(with_fn, np.sum(weights * errors), rtol=1e-5)
@@ -350,13 +388,75 @@ def test_guided_loss_with_context_matches_per_example_reference(context_batch, g
     log_z_t = [float(path.log_normalizer(x1[i], t[i], contextual_energy, context[i])) for i in range(N)]
     log_z_1 = [float(path.log_normalizer(x1[i], 1.0, contextual_energy, context[i])) for i in range(N)]
 
-    kwargs = dict(x0=x0, t=t, context=context)
+    kwargs = dict(x_0=x0, t=t, context=context)
     np.testing.assert_allclose(guided(CONTEXT_MODEL, path, x1, contextual_energy, **kwargs), errors.mean(), rtol=1e-5)
     for weight_at, log_z in (("t", log_z_t), ("endpoint", log_z_1)):
         loss = guided(
             CONTEXT_MODEL, path, x1, contextual_energy, weighted=True, weight_at=weight_at, group_size=4, **kwargs
         )
         np.testing.assert_allclose(loss, np.sum(_softmax_groups(log_z, 4) * errors), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The draws of `x_0` and `t`, and losses on any path.
+
+
+def _quantile_velocity(x, t, context=None):
+    """`-Phi^{-1}(t)` in 1-D: with data at 0, CondOT's target is `u = -x_0`, so the squared error is
+    `(x_0 - Phi^{-1}(t))^2`, which is ~0 exactly when `x_0` is the normal quantile of `t`."""
+    return -jax.scipy.special.ndtri(jnp.clip(t, 1e-6, 1.0 - 1e-6)) * jnp.ones_like(x)
+
+
+@pytest.mark.parametrize("loss", ["cfm", "efm", "guided"])
+def test_x0_and_t_are_drawn_independently(loss):
+    """In 1-D a normal and a uniform drawn from the same key are tied, `x_0 = Phi^{-1}(t)`; the losses must draw them
+    from independent keys. With data at 0 and `v(x, t) = -Phi^{-1}(t)` the loss is the mean of
+    `(x_0 - Phi^{-1}(t))^2`: 2 for independent draws (two unit variances), ~0 for tied ones. With 4096 examples the
+    mean's standard error is sqrt(8 / 4096) = 0.044, so the bound 1.5 is 11 standard errors below 2 (fixed key)."""
+    x1 = jnp.zeros((4096, 1))
+    key = jax.random.key(30)
+    path = GuidedGaussianPath(CondOTScheduler(), beta=jnp.float32(0.0))
+    value = {
+        "cfm": lambda: cfm_loss(_quantile_velocity, PATH, x1, key=key),
+        "efm": lambda: energy_weighted_loss(_quantile_velocity, PATH, x1, jnp.zeros(4096), beta=1.0, key=key),
+        "guided": lambda: energy_guided_loss(_quantile_velocity, path, x1, quartic_energy, key=key, weighted=True),
+    }[loss]()
+    assert 1.5 < float(value) < 2.5, float(value)
+
+
+def test_cfm_loss_takes_any_path():
+    """`cfm_loss` on a guided path with its energy is the unweighted guided loss; with `beta = 0` (lambda = 0) it is
+    plain CFM. `energy_weighted_loss` on a guided path (CondOT, sigma_1 = 0) is the guided loss with endpoint
+    weights. Same float32 quantities by two routes, compiled apart: rtol 1e-5."""
+    x1 = jax.random.normal(jax.random.key(22), (N, DIM))
+    x0 = jax.random.normal(jax.random.key(23), (N, DIM))
+    t = jax.random.uniform(jax.random.key(24), (N,))
+    tilted = GuidedGaussianPath(CondOTScheduler(), beta=jnp.float32(2.0))
+    flat = GuidedGaussianPath(CondOTScheduler(), beta=jnp.float32(0.0))
+    kw = dict(x_0=x0, t=t)
+    np.testing.assert_allclose(
+        cfm(MODEL, tilted, x1, energy=quartic_energy, **kw), guided(MODEL, tilted, x1, quartic_energy, **kw), rtol=1e-5
+    )
+    np.testing.assert_allclose(cfm(MODEL, flat, x1, energy=quartic_energy, **kw), cfm(MODEL, PATH, x1, **kw), rtol=1e-5)
+    assert abs(float(cfm(MODEL, tilted, x1, energy=quartic_energy, **kw)) - float(cfm(MODEL, PATH, x1, **kw))) > 1e-3
+    np.testing.assert_allclose(
+        efm(MODEL, tilted, x1, quartic_energy, beta=jnp.float32(2.0), **kw),
+        guided(MODEL, tilted, x1, quartic_energy, weighted=True, weight_at="endpoint", **kw),
+        rtol=1e-5,
+    )
+
+
+def test_paths_share_one_abstract_base():
+    """Both paths are `AbstractProbPath`s (abstract-or-final: the base cannot be built); a guided path without its
+    energy, or the guided loss on an affine path, is a clear error."""
+    assert isinstance(PATH, AbstractProbPath) and isinstance(GuidedGaussianPath(), AbstractProbPath)
+    with pytest.raises(TypeError):
+        AbstractProbPath()
+    x1 = jnp.zeros((N, DIM))
+    with pytest.raises(TypeError, match="needs the energy"):
+        cfm_loss(MODEL, GuidedGaussianPath(), x1, x_0=x1, t=jnp.zeros(N))
+    with pytest.raises((TypeError, jaxtyping.TypeCheckError), match="GuidedGaussianPath|path"):
+        energy_guided_loss(MODEL, PATH, x1, quartic_energy, x_0=x1, t=jnp.zeros(N))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,7 +467,7 @@ def test_a_key_is_needed_unless_draws_are_given():
     """Without `key`, both `x0` and `t` must be given; the message says so."""
     x1 = jnp.zeros((N, DIM))
     with pytest.raises(ValueError, match="key"):
-        cfm_loss(MODEL, PATH, x1, x0=jnp.zeros((N, DIM)))
+        cfm_loss(MODEL, PATH, x1, x_0=jnp.zeros((N, DIM)))
 
 
 def test_unknown_weight_at_is_refused():
@@ -376,7 +476,7 @@ def test_unknown_weight_at_is_refused():
     x1 = jnp.zeros((N, DIM))
     with pytest.raises((ValueError, jaxtyping.TypeCheckError), match="weight_at"):
         energy_guided_loss(
-            MODEL, GuidedGaussianPath(), x1, quartic_energy, x0=x1, t=jnp.zeros(N), weighted=True, weight_at="start"
+            MODEL, GuidedGaussianPath(), x1, quartic_energy, x_0=x1, t=jnp.zeros(N), weighted=True, weight_at="start"
         )
 
 
@@ -392,12 +492,12 @@ def test_wrongly_shaped_calls_raise(request, bad):
     x1, x0, t = jnp.zeros((N, DIM)), jnp.zeros((N, DIM)), jnp.zeros(N)
     energies, context = jnp.zeros(N), jnp.zeros((N, CTX))
     calls = {
-        "x1_vector": lambda: cfm_loss(MODEL, PATH, jnp.zeros(N), x0=x0, t=t),
-        "x0_width": lambda: cfm_loss(MODEL, PATH, x1, x0=jnp.zeros((N, DIM + 1)), t=t),
-        "t_column": lambda: cfm_loss(MODEL, PATH, x1, x0=x0, t=jnp.zeros((N, 1))),
-        "energies_column": lambda: energy_weighted_loss(MODEL, PATH, x1, energies[:, None], beta=1.0, x0=x0, t=t),
+        "x1_vector": lambda: cfm_loss(MODEL, PATH, jnp.zeros(N), x_0=x0, t=t),
+        "x0_width": lambda: cfm_loss(MODEL, PATH, x1, x_0=jnp.zeros((N, DIM + 1)), t=t),
+        "t_column": lambda: cfm_loss(MODEL, PATH, x1, x_0=x0, t=jnp.zeros((N, 1))),
+        "energies_column": lambda: energy_weighted_loss(MODEL, PATH, x1, energies[:, None], beta=1.0, x_0=x0, t=t),
         "context_rows": lambda: energy_weighted_loss(
-            CONTEXT_MODEL, PATH, x1, energies, beta=1.0, x0=x0, t=t, context=context[:-1]
+            CONTEXT_MODEL, PATH, x1, energies, beta=1.0, x_0=x0, t=t, context=context[:-1]
         ),
     }
     with pytest.raises(jaxtyping.TypeCheckError):

@@ -1,4 +1,4 @@
-"""Properties of the probability paths (MATH sections 2 and 4): the affine path and the energy-guided Gaussian path.
+"""Properties of the probability paths (docs/maths.md): the affine path and the energy-guided Gaussian path.
 
 The derivative checks run in float64 (`jax.enable_x64`) so that finite differences and quadrature can be compared
 with tight tolerances; everything else runs in the default float32.
@@ -221,7 +221,7 @@ def _expected_velocity(scheduler, gradient, beta, x0, x1, t, d_lambda):
     t=st.floats(0.0, 1.0),
 )
 def test_guided_velocity_closed_form(gradient, x0, x1, beta, t):
-    """The velocity equals the formula of MATH section 4 written out by hand (linear `lambda_t = beta t`, cosine
+    """The velocity equals the formula of docs/maths.md written out by hand (linear `lambda_t = beta t`, cosine
     schedule): with gradient="mean" it includes the Hessian-vector term `-lambda_t sigma_t^2 H(m_t) alpha'_t x1`,
     with gradient="data" it does not. Float64, same quantities by two routes: rtol 1e-9, atol 1e-9."""
     scheduler = CosineScheduler()
@@ -258,7 +258,7 @@ def _mean_and_log_z(path, x1, t):
 @given(gradient=st.sampled_from(["mean", "data"]), x1=_arrays(2, 2.0), beta=st.floats(0.0, 3.0), t=st.floats(0.0, 1.0))
 def test_mean_and_log_normalizer_closed_form(gradient, x1, beta, t):
     """For a curved energy, `mean` is the point `sample` maps `x0 = 0` to, and `log_normalizer` is the formula of
-    MATH section 4 at the linearisation point: `-lambda E(m_t) + lambda^2 sigma^2 |g|^2 / 2` with `g = grad E(m_t)`
+    docs/maths.md at the linearisation point: `-lambda E(m_t) + lambda^2 sigma^2 |g|^2 / 2` with `g = grad E(m_t)`
     (gradient="mean", `m_t = alpha_t x1`), or the linear model about `x1`, `E(x1) + g.(m_t - x1)` with
     `g = grad E(x1)` (gradient="data"). Float64, same quantities by two routes: rtol/atol 1e-9."""
     scheduler = CosineScheduler()
@@ -296,7 +296,7 @@ def test_lambda_schedules(schedule, lam, d_lam):
     scheduler = CosineScheduler()
     with jax.enable_x64(True):
         x0, x1, t, beta = jnp.array([0.3, -0.7]), jnp.array([1.2, 0.8]), jnp.asarray(0.6), 1.5
-        path = GuidedGaussianPath(scheduler, beta=beta, schedule=schedule, gradient="data")
+        path = GuidedGaussianPath(scheduler, beta=beta, lambda_schedule=schedule, gradient="data")
         np.testing.assert_allclose(path.lambda_t(t), lam(0.6, beta), rtol=1e-12)
         ps = path.sample(x0, x1, t, nonlinear_energy)
         s = scheduler(t)
@@ -311,7 +311,7 @@ def test_lambda_schedules(schedule, lam, d_lam):
 def test_guided_condot_path_endpoints(gradient):
     """CondOT (sigma_min = 0), linear lambda: the guided path starts at the noise (`lambda_0 = 0`, `alpha_0 = 0`) and
     every conditional ends at its own data point (`sigma_1 = 0`), so without weights the endpoint marginal is `p`
-    (MATH section 4). Float32; the `lambda sigma^2 g` term vanishes at both ends, so the match is to rounding, 1e-6."""
+    (docs/maths.md). Float32; the `lambda sigma^2 g` term vanishes at both ends, so the match is to rounding, 1e-6."""
     path = GuidedGaussianPath(CondOTScheduler(), beta=3.0, gradient=gradient)
     x0, x1 = jnp.array([0.4, -1.1]), jnp.array([1.5, 0.2])
     np.testing.assert_allclose(path.sample(x0, x1, 0.0, nonlinear_energy).x_t, x0, atol=1e-6)
@@ -340,7 +340,9 @@ def test_context_reaches_the_energy(gradient):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(gradient="hessian"), dict(schedule="cubic"), dict(beta=-1.0)], ids=["gradient", "schedule", "beta"]
+    "kwargs",
+    [dict(gradient="hessian"), dict(lambda_schedule="cubic"), dict(beta=-1.0)],
+    ids=["gradient", "lambda_schedule", "beta"],
 )
 def test_guided_path_rejects_bad_config(kwargs):
     """Unknown gradient modes or schedules and negative beta are refused at construction (a ValueError; under the
@@ -360,3 +362,18 @@ def test_wrong_shapes_raise(request):
         path.sample(jnp.ones(2), jnp.ones(2), 0.5, lambda x: x[:1])  # energy of shape [1], not a scalar
     with pytest.raises(jaxtyping.TypeCheckError):
         AffineProbPath().sample(jnp.ones((4, 2)), jnp.ones((4, 2)), jnp.ones(4))  # batch: vmap it instead
+
+
+def test_both_paths_take_one_signature():
+    """`sample(x_0, x_1, t, energy=None, context=None)` on either path, by keyword; the fields of the `PathSample`
+    carry the same names. The affine path ignores the energy; the guided one needs it (float32, rtol 1e-6)."""
+    x_0, x_1 = jnp.array([0.4, -1.1]), jnp.array([1.5, 0.2])
+    affine = AffineProbPath(CosineScheduler()).sample(x_0=x_0, x_1=x_1, t=0.3, energy=nonlinear_energy, context=None)
+    flat = GuidedGaussianPath(CosineScheduler(), beta=0.0).sample(x_0=x_0, x_1=x_1, t=0.3, energy=nonlinear_energy)
+    for ps in (affine, flat):
+        np.testing.assert_array_equal(ps.x_0, x_0)
+        np.testing.assert_array_equal(ps.x_1, x_1)
+    np.testing.assert_allclose(flat.x_t, affine.x_t, rtol=1e-6)
+    np.testing.assert_allclose(flat.dx_t, affine.dx_t, rtol=1e-6)
+    with pytest.raises(TypeError, match="needs the energy"):
+        GuidedGaussianPath().sample(x_0, x_1, 0.3)
