@@ -18,7 +18,8 @@ from pathlib import Path
 from rl.agents import AGENTS as ALL_AGENTS
 from rl.agents import get_agent
 from rl.data import DataConfig
-from rl.train.config import RunConfig, TrainConfig, apply_overrides
+from rl.train.config import RunConfig, TrainConfig
+from rl.train.fields import apply_overrides
 
 __all__ = [
     "AGENTS",

@@ -12,14 +12,12 @@ results ledger), `loop`, `policy`, `demo`, `cli`.
 
 from .checkpoint import CorruptCheckpointError as CorruptCheckpointError
 from .chunk import Carry as Carry, init_carry as init_carry, make_mesh as make_mesh, seed_state as seed_state
-from .config import (
-    RunConfig as RunConfig,
-    TrainConfig as TrainConfig,
+from .config import RunConfig as RunConfig, TrainConfig as TrainConfig, load_run_config as load_run_config
+from .demo import run_demo as run_demo
+from .fields import (
     apply_overrides as apply_overrides,
     config_from_dict as config_from_dict,
     config_to_dict as config_to_dict,
-    load_run_config as load_run_config,
 )
-from .demo import run_demo as run_demo
 from .loop import DivergenceError as DivergenceError, TrainResult as TrainResult, resume as resume, train as train
 from .policy import RunPolicy as RunPolicy, evaluate_run as evaluate_run, load_policy as load_policy

@@ -139,7 +139,7 @@ def _loop_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train_overrides(config: Any, overrides: dict[str, str]) -> dict[str, Any]:
-    from .config import apply_overrides
+    from .fields import apply_overrides
 
     new = apply_overrides(config, overrides, prefix="train")
     return {f.name: getattr(new, f.name) for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(config, f.name)}
@@ -182,7 +182,8 @@ def _resolve_config(args: argparse.Namespace, overrides: dict[str, dict[str, str
     from rl.data import DataConfig, check_dataset_id, get_task
     from rl.data.tasks import DEFAULT_TASK
 
-    from .config import RunConfig, TrainConfig, apply_overrides
+    from .config import RunConfig, TrainConfig
+    from .fields import apply_overrides
     from .demo import demo_train_config
 
     if args.agent is None:
@@ -213,7 +214,8 @@ def _train_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]
     from rl.data import load_named
 
     from .chunk import make_mesh
-    from .config import CONFIG_FILE, describe_options
+    from .config import CONFIG_FILE
+    from .fields import describe_options
     from .loop import train
 
     config = _resolve_config(args, overrides)
@@ -241,7 +243,8 @@ def _train_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]
 def _resume_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]]) -> int:
     from rl.data import load_named
 
-    from .config import apply_overrides, load_run_config
+    from .config import load_run_config
+    from .fields import apply_overrides
     from .loop import resume
 
     _refuse(args, overrides, allowed=("steps", "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every", "agent.",
@@ -267,7 +270,8 @@ def _evaluate_command(args: argparse.Namespace, overrides: dict[str, dict[str, s
     import numpy as np
 
     from .checkpoint import CorruptCheckpointError
-    from .config import apply_overrides, load_run_config
+    from .config import load_run_config
+    from .fields import apply_overrides
     from .policy import EVALUATIONS_FILE, evaluate_run
 
     _refuse(args, overrides, allowed=("eval_episodes", "agent."),

@@ -15,27 +15,12 @@ import numpy as np
 from rl.agents import AGENTS, get_agent
 from rl.data import DataConfig
 
-from .fields import (
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    convert_value,
-    describe_options,
-    dotted_fields,
-    field_docs,
-)
+from .fields import config_from_dict, config_to_dict, convert_value
 
 __all__ = [
     "CONFIG_FILE",
     "RunConfig",
     "TrainConfig",
-    "apply_overrides",
-    "config_from_dict",
-    "config_to_dict",
-    "convert_value",
-    "describe_options",
-    "dotted_fields",
-    "field_docs",
     "load_run_config",
     "write_json_atomic",
 ]

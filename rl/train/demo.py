@@ -23,7 +23,8 @@ from rl.data import get_task
 from rl.data.tasks import DEFAULT_TASK
 
 from .chunk import seed_state
-from .config import RunConfig, TrainConfig, apply_overrides
+from .config import RunConfig, TrainConfig
+from .fields import apply_overrides
 from .loop import train
 from .policy import RunPolicy
 

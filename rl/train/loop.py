@@ -41,7 +41,8 @@ from rl.data import Normalizer, OfflineDataset, load_named
 
 from . import checkpoint as ckpt
 from .chunk import Carry, init_carry, make_chunk_fn, make_mesh, nonfinite_leaves, replicate, seed_state
-from .config import CONFIG_FILE, RunConfig, dotted_fields, load_run_config, write_json_atomic
+from .config import CONFIG_FILE, RunConfig, load_run_config, write_json_atomic
+from .fields import dotted_fields
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator, nonfinite_metrics
 from .logs import SeedLog
 from .summary import SUMMARY_FILE, EpisodeLog, Sitting, dataset_fingerprint, write_summary

@@ -23,7 +23,8 @@ from rl.data import Normalizer
 
 from . import checkpoint as ckpt
 from .chunk import seed_state
-from .config import config_to_dict, load_run_config
+from .config import load_run_config
+from .fields import config_to_dict
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator
 from .loop import shapes_of
 
