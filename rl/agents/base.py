@@ -35,7 +35,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-__all__ = ["AgentModule", "AgentState", "Rule", "above", "at_least", "between", "check_init", "validate"]
+__all__ = ["AgentModule", "AgentState", "Rule", "above", "at_least", "between", "check_init", "network_rules", "validate"]
 
 
 @runtime_checkable
@@ -84,6 +84,11 @@ def at_least(lo: int | float) -> Rule:
 def above(lo: int | float) -> Rule:
     """`v > lo`."""
     return (lambda v: v > lo), f"> {lo:g}"
+
+
+def network_rules() -> dict[str, Rule]:
+    """The rules of every network's `width`, `depth` and `lr` (a config adds its own after them)."""
+    return {"width": at_least(1), "depth": at_least(1), "lr": above(0.0)}
 
 
 def _coerce(value: Any, kind: Any) -> tuple[Any, str | None]:

@@ -30,7 +30,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from rl.data import Transitions
 
-from .base import above, at_least, check_init, validate
+from .base import above, at_least, check_init, network_rules, validate
 from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
 from .nets import min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
@@ -74,9 +74,7 @@ class GaussianPolicyConfig:
         validate(
             self,
             {
-                "width": at_least(1),
-                "depth": at_least(1),
-                "lr": above(0.0),
+                **network_rules(),
                 "decay_steps": at_least(0),
                 "log_std_max": (lambda v: v > self.log_std_min, "> log_std_min"),
             },

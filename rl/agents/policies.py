@@ -16,7 +16,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from energyflow import MLPVelocity
 from energyflow import sample as flow_sample
 
-from .base import above, at_least, validate
+from .base import at_least, network_rules, validate
 from .nets import QEnsemble, min_q
 
 __all__ = [
@@ -52,9 +52,7 @@ class FlowPolicyConfig:
         validate(
             self,
             {
-                "width": at_least(1),
-                "depth": at_least(1),
-                "lr": above(0.0),
+                **network_rules(),
                 "sample_steps": at_least(1),
                 "best_of_n": at_least(1),
             },
