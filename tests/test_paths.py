@@ -97,7 +97,10 @@ def test_zero_guidance_is_the_plain_path(name, gradient, x0, x1, t):
 
     Run op by op (no jit, so no fusion), the same float32 operations happen in the same order: `x_t` must be equal
     bit for bit, and so must `dx_t` for CondOT and cosine, whose forward-mode derivative is the hand-written one.
-    VP's hand-written derivative is arranged differently from the chain rule, hence rtol 1e-6 (float32 rounding).
+    VP's hand-written derivative is arranged differently from the chain rule (and `sigma_t` goes through `expm1`), so
+    the two differ by float32 rounding: near t = 0, where `sigma'_t` is ~4e-4, the difference reaches ~3e-7 per unit
+    of `x_0`, i.e. 1.1e-6 at |x_0| = 4 (seen at t = 0, x_0 = (4, 4)); atol 1e-5 covers |x_0| <= 5 with margin while
+    any real error in the velocity (a wrong term or factor) is orders of magnitude larger.
     """
     scheduler = SCHEDULERS[name]
     x0, x1, t = jnp.asarray(x0), jnp.asarray(x1), jnp.float32(t)
@@ -105,7 +108,7 @@ def test_zero_guidance_is_the_plain_path(name, gradient, x0, x1, t):
     guided = GuidedGaussianPath(scheduler, beta=0.0, gradient=gradient).sample(x0, x1, t, nonlinear_energy)
     np.testing.assert_array_equal(guided.x_t, plain.x_t)
     if name == "vp":
-        np.testing.assert_allclose(guided.dx_t, plain.dx_t, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(guided.dx_t, plain.dx_t, rtol=1e-6, atol=1e-5)
     else:
         np.testing.assert_array_equal(guided.dx_t, plain.dx_t)
 
