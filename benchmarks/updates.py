@@ -84,7 +84,8 @@ def alternate(cases: list[Case], rounds: int) -> None:
 def act_time(case: Case, steps: int, rounds: int) -> float:
     """Best time of one `act` on 256 states with `sample_steps = steps` (the evaluation-time sampler)."""
     state = trainer.seed_state(case.carry.agent, 0)
-    state = dataclasses.replace(state, config=dataclasses.replace(state.config, sample_steps=steps))
+    policy = dataclasses.replace(state.config.policy, sample_steps=steps)
+    state = dataclasses.replace(state, config=dataclasses.replace(state.config, policy=policy))
     act = eqx.filter_jit(case.agent.act)
     obs = case.data.obs[:256]
     key = jax.random.key(0)
@@ -126,7 +127,7 @@ def main(argv=None):
     # 2. FlowQ: training cost against the number of sampling steps
     flowq_cfg = get_agent("flowq").Config()
     f10 = cases["flowq"]
-    f50 = Case("flowq", dataclasses.replace(flowq_cfg, sample_steps=50), data, args.updates)
+    f50 = Case("flowq", dataclasses.replace(flowq_cfg, policy=dataclasses.replace(flowq_cfg.policy, sample_steps=50)), data, args.updates)
     f10.times.clear()
     alternate([f10, f50], args.rounds)
     a10, a50 = act_time(f10, 10, args.rounds), act_time(f10, 50, args.rounds)
