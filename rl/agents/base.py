@@ -35,7 +35,22 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-__all__ = ["AgentModule", "AgentState", "Rule", "above", "at_least", "between", "check_init", "network_rules", "validate"]
+__all__ = [
+    "AgentModule",
+    "AgentState",
+    "Rule",
+    "Scalar",
+    "above",
+    "at_least",
+    "between",
+    "check_init",
+    "network_rules",
+    "validate",
+]
+
+Scalar = float | Float[Array, ""]
+"""A hyper-parameter as the update functions take it: a Python float, or a traced 0-d array when a sweep varies it
+per member (`rl.train.sweep`)."""
 
 
 @runtime_checkable

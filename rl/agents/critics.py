@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from rl.data import Transitions
 
-from .base import above, at_least, between, validate
+from .base import Scalar, above, at_least, between, validate
 from .nets import QEnsemble, ValueNetwork, min_q, q_values, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, polyak_update, stop_gradient
 
@@ -109,7 +109,7 @@ class SoftmaxCritic(eqx.Module):
 # Losses
 
 
-def expectile_loss(diff: Float[Array, " n"], expectile: float) -> Float[Array, " n"]:
+def expectile_loss(diff: Float[Array, " n"], expectile: Scalar) -> Float[Array, " n"]:
     """The asymmetric squared loss `|e - 1(diff < 0)| diff^2` of expectile regression, per example.
 
     With `diff = target - prediction`, minimising its mean makes the prediction the `e`-expectile of the target;
@@ -120,7 +120,7 @@ def expectile_loss(diff: Float[Array, " n"], expectile: float) -> Float[Array, "
 
 
 def td_target(
-    reward: Float[Array, " n"], terminal: Float[Array, " n"], next_value: Float[Array, " n"], discount: float
+    reward: Float[Array, " n"], terminal: Float[Array, " n"], next_value: Float[Array, " n"], discount: Scalar
 ) -> Float[Array, " n"]:
     """The one-step target `r + gamma (1 - terminal) V(s')` (no bootstrap past a true termination)."""
     return reward + discount * (1.0 - terminal) * next_value
@@ -132,7 +132,7 @@ def value_loss(
     obs: Float[Array, "n obs_dim"],
     action: Float[Array, "n act_dim"],
     *,
-    expectile: float,
+    expectile: Scalar,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
     """IQL's value loss: expectile regression of `V(s)` on `min_i Q_target,i(s, a_data)` (no gradient into Q)."""
     q = min_q(stop_gradient(q_target), obs, action)
@@ -141,7 +141,7 @@ def value_loss(
     return loss, {"value_loss": loss, "v_mean": jnp.mean(v)}
 
 
-def iql_q_target(value: ValueNetwork, batch: Transitions, *, discount: float) -> Float[Array, " n"]:
+def iql_q_target(value: ValueNetwork, batch: Transitions, *, discount: Scalar) -> Float[Array, " n"]:
     """IQL's Q target `r + gamma (1 - terminal) V(s')` (no gradient)."""
     return jax.lax.stop_gradient(td_target(batch.reward, batch.terminal, state_values(value, batch.next_obs), discount))
 
@@ -156,7 +156,7 @@ def q_loss(
     return loss, {"q_loss": loss, "q_mean": jnp.mean(qs), "target_mean": jnp.mean(target)}
 
 
-def softmax_q_value(q: Float[Array, "n m"], beta_q: float) -> Float[Array, " n"]:
+def softmax_q_value(q: Float[Array, "n m"], beta_q: Scalar) -> Float[Array, " n"]:
     """`sum_j softmax_j(beta_q q_j) q_j` per row: the mean at `beta_q = 0`, the maximum as `beta_q -> inf`."""
     weights = jax.nn.softmax(beta_q * q, axis=-1)
     return jnp.sum(weights * q, axis=-1)
@@ -167,8 +167,8 @@ def softmax_critic_target(
     batch: Transitions,
     next_candidates: Float[Array, "n m act_dim"],
     *,
-    beta_q: float,
-    discount: float,
+    beta_q: Scalar,
+    discount: Scalar,
 ) -> Float[Array, " n"]:
     """`r + gamma (1 - terminal) sum_j softmax_j(beta_q Q'(s', a'_j)) Q'(s', a'_j)` (no gradient into `Q'`).
 
@@ -187,8 +187,8 @@ def softmax_critic_loss(
     batch: Transitions,
     next_candidates: Float[Array, "n m act_dim"],
     *,
-    beta_q: float,
-    discount: float,
+    beta_q: Scalar,
+    discount: Scalar,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
     """In-support softmax Q-learning: regress every `Q_i(s, a)` on `softmax_critic_target`."""
     target = softmax_critic_target(q_target, batch, next_candidates, beta_q=beta_q, discount=discount)
@@ -259,7 +259,7 @@ def update_softmax_critic(
     next_candidates: Float[Array, "n m act_dim"],
     config: IQLCriticConfig,
     *,
-    beta_q: float,
+    beta_q: Scalar,
 ) -> tuple[SoftmaxCritic, dict[str, Array]]:
     """One softmax-critic step: `Q` on the softmax target over `next_candidates`, then the target ensemble.
 

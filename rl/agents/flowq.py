@@ -37,7 +37,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_guided_loss
 from rl.data import Transitions
 
-from .base import above, at_least, between, check_init, validate
+from .base import Scalar, above, at_least, between, check_init, validate
 from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
 from .nets import QEnsemble, ValueNetwork
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
@@ -128,7 +128,7 @@ class State(eqx.Module):
     config: Config = eqx.field(static=True)
 
 
-def _power_schedule(t: Float[Array, ""], beta: float, power: float) -> Float[Array, ""]:
+def _power_schedule(t: Float[Array, ""], beta: Scalar, power: Scalar) -> Float[Array, ""]:
     return beta * t**power
 
 

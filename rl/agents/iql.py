@@ -30,7 +30,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from rl.data import Transitions
 
-from .base import above, at_least, check_init, network_rules, validate
+from .base import Scalar, above, at_least, check_init, network_rules, validate
 from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
 from .nets import min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
@@ -139,7 +139,7 @@ class GaussianPolicy(eqx.Module):
         return jnp.tanh(self.net(obs))
 
     def log_prob(
-        self, obs: Float[Array, " obs_dim"], action: Float[Array, " act_dim"], log_std_min: float, log_std_max: float
+        self, obs: Float[Array, " obs_dim"], action: Float[Array, " act_dim"], log_std_min: Scalar, log_std_max: Scalar
     ) -> Float[Array, ""]:
         """`log pi(a | s)` of the Gaussian."""
         log_std = jnp.clip(self.log_std, log_std_min, log_std_max)
@@ -186,7 +186,7 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
 
 
 def awr_weights(
-    q: Float[Array, " n"], v: Float[Array, " n"], *, temperature: float, max_weight: float
+    q: Float[Array, " n"], v: Float[Array, " n"], *, temperature: Scalar, max_weight: Scalar
 ) -> Float[Array, " n"]:
     """`min(exp(temperature (Q - V)), max_weight)`: the advantage weights of AWR (no gradient)."""
     return jax.lax.stop_gradient(jnp.minimum(jnp.exp(temperature * (q - v)), max_weight))

@@ -9,10 +9,12 @@ import jax
 import optax
 from jaxtyping import PyTree
 
+from .base import Scalar
+
 __all__ = ["apply_gradients", "init_opt_state", "make_optimizer", "polyak_update", "stop_gradient"]
 
 
-def make_optimizer(lr: float, *, decay_steps: int = 0, max_grad_norm: float = 0.0) -> optax.GradientTransformation:
+def make_optimizer(lr: Scalar, *, decay_steps: int = 0, max_grad_norm: float = 0.0) -> optax.GradientTransformation:
     """Adam with learning rate `lr`, cosine-decayed to 0 over `decay_steps` updates when `decay_steps > 0`.
 
     Args:
@@ -46,7 +48,7 @@ def stop_gradient(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, tree)
 
 
-def polyak_update(target: PyTree, online: PyTree, tau: float) -> PyTree:
+def polyak_update(target: PyTree, online: PyTree, tau: Scalar) -> PyTree:
     """`target <- (1 - tau) target + tau online` on the array leaves (other leaves are kept)."""
 
     def mix(t, o):

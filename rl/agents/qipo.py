@@ -33,7 +33,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 from energyflow import AffineProbPath, CondOTScheduler, MLPVelocity, cfm_loss, energy_weighted_loss
 from rl.data import Transitions
 
-from .base import at_least, between, check_init, validate
+from .base import Scalar, at_least, between, check_init, validate
 from .critics import (
     IQLCritic,
     IQLCriticConfig,
@@ -189,7 +189,7 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
 
 
 def support_weights(
-    q: Float[Array, "n m"], beta: float, *, behavior: int = 0, renewal: Float[Array, ""] | float = 0.0
+    q: Float[Array, "n m"], beta: Scalar, *, behavior: int = 0, renewal: Float[Array, ""] | float = 0.0
 ) -> Float[Array, "n m"]:
     """The weights of each state's support set `[policy draws | behavior behaviour draws, dataset action]`.
 
@@ -202,7 +202,7 @@ def support_weights(
 
 
 def _log_support_weights(
-    q: Float[Array, "n m"], beta: float, behavior: int, renewal: Float[Array, ""] | float
+    q: Float[Array, "n m"], beta: Scalar, behavior: int, renewal: Float[Array, ""] | float
 ) -> Float[Array, "n m"]:
     if behavior == 0:
         return jax.nn.log_softmax(beta * q, axis=-1)

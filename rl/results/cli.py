@@ -121,8 +121,8 @@ def _datasets(args: argparse.Namespace, _: object) -> int:
 
 def _add(args: argparse.Namespace, _: object) -> int:
     for run_dir in args.run_dirs:
-        path, status = ledger.add(run_dir, args.ledger, replace=args.replace)
-        print(f"{run_dir}: {status} {path}")
+        for path, status in ledger.add_run(run_dir, args.ledger, replace=args.replace):
+            print(f"{run_dir}: {status} {path}")
     return 0
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rl.train.config import RunConfig
+from rl.train.config import RunConfig, load_run_config
 from rl.train.summary import SUMMARY_FILE, SUMMARY_VERSION
 
 from .grid import Grid
@@ -29,6 +29,7 @@ __all__ = [
     "Entry",
     "Missing",
     "add",
+    "add_run",
     "budgets",
     "coverage",
     "entry_name",
@@ -153,6 +154,32 @@ def add(run_dir: str | Path, ledger: str | Path = LEDGER, *, replace: bool = Fal
     tmp.write_text(text)
     tmp.replace(target)
     return target, status
+
+
+def add_run(run_dir: str | Path, ledger: str | Path = LEDGER, *, replace: bool = False) -> list[tuple[Path, str]]:
+    """Copy a finished run's summaries into the ledger: its `summary.json`, or in a sweep every member's.
+
+    Returns:
+        `(ledger file, what happened)` per summary (see `add`).
+
+    Raises:
+        FileNotFoundError: the run (or a member of the sweep) has not finished; nothing is added then.
+        FileExistsError: as `add`.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY_FILE).is_file():
+        return [add(run_dir, ledger, replace=replace)]
+    try:
+        config = load_run_config(run_dir)
+    except (FileNotFoundError, ValueError):
+        config = None
+    if config is None or not config.sweep:
+        return [add(run_dir, ledger, replace=replace)]  # raises the message of a run that has not finished
+    unfinished = [m.path for m in config.members if not (run_dir / m.path / SUMMARY_FILE).is_file()]
+    if unfinished:
+        raise FileNotFoundError(f"{run_dir} is a sweep whose members {', '.join(unfinished)} have not finished "
+                                f"(continue it with python -m rl.train --resume {run_dir}).")
+    return [add(run_dir / m.path, ledger, replace=replace) for m in config.members]
 
 
 def load(ledger: str | Path = LEDGER) -> list[Entry]:

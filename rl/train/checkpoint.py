@@ -1,7 +1,8 @@
 """Checkpoints that are verified before they are trusted.
 
 A checkpoint is one file, `checkpoint.eqx`: a one-line JSON header (step, payload size and sha256) followed by the
-payload, every seed's agent state, RNG key and step serialised with `equinox.tree_serialise_leaves`. Writing one:
+payload, every member's agent state, RNG key and step serialised with `equinox.tree_serialise_leaves` (a sweep's
+values are not in it: they are in the run's `config.json`). Writing one:
 
 1. header and payload go to a temporary file, flushed and fsynced;
 2. the current checkpoint, if it verifies, becomes `checkpoint.prev.eqx` (one atomic rename);

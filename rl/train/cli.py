@@ -5,6 +5,7 @@ Examples::
     python -m rl.train                                    # the built-in demo: every method on a 2-D bandit task
     python -m rl.train --agent flowq --dataset local/halfcheetah/medium-v0 --seed 0 --steps 1000000
     python -m rl.train --agent qipo --dataset bandit --seeds 0,1,2 --agent.beta=3 --train.batch_size=512
+    python -m rl.train --agent flowq --sweep agent.beta=1,3,10 --seeds 0,1,2   # 9 members, one compiled program
     python -m rl.train --agent flowq --agent.critic.expectile=0.8 --data.reward=none
     python -m rl.train --agent iql --options                   # every option with its default and meaning
     python -m rl.train --resume runs/flowq-bandit-20250101-120000 --steps 20000 --agent.policy.lr=1e-4
@@ -59,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="one training seed (default 0)")
     seeds.add_argument("--seeds", default=None, help="several seeds trained together in one process, e.g. 0,1,2")
+    p.add_argument(
+        "--sweep", action="append", default=None, metavar="agent.FIELD=V1,V2,...",
+        help="train every value of a float agent field together with the seeds, in one compiled program; repeat "
+        "for several fields (every combination is trained)",
+    )
     p.add_argument(
         "--steps", type=int, default=None, help="gradient updates per seed (default 1000000; built-in tasks 3000)"
     )
@@ -120,7 +126,7 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-_RUN_OPTIONS = ("agent", "dataset", "seed", "seeds", "run_dir", "steps", "eval_every", "eval_episodes",
+_RUN_OPTIONS = ("agent", "dataset", "seed", "seeds", "sweep", "run_dir", "steps", "eval_every", "eval_episodes",
                 "final_eval_episodes", "checkpoint_every")
 
 
@@ -185,6 +191,7 @@ def _resolve_config(args: argparse.Namespace, overrides: dict[str, dict[str, str
     from .config import RunConfig, TrainConfig
     from .fields import apply_overrides
     from .demo import demo_train_config
+    from .sweep import parse_sweep
 
     if args.agent is None:
         raise UsageError("--agent is required (one of " + ", ".join(AGENTS) + "), or --resume RUN_DIR")
@@ -204,8 +211,12 @@ def _resolve_config(args: argparse.Namespace, overrides: dict[str, dict[str, str
             dataset = os.path.abspath(dataset)
         elif get_task(dataset) is None:
             check_dataset_id(dataset)  # the form of the id, before anything else (its presence is checked at load)
+        sweep = parse_sweep(args.sweep or [], agent_config)
+        both = sorted({name for name, _ in sweep} & set(overrides["agent"]))
+        if both:
+            raise ValueError(f"--agent.{both[0]} is set and swept at once; give its values to --sweep only")
         return RunConfig(agent=args.agent, dataset=dataset, seeds=seeds, agent_config=agent_config,
-                         train=train_config, data=data_config)
+                         train=train_config, data=data_config, sweep=sweep)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
 
@@ -232,7 +243,7 @@ def _train_command(args: argparse.Namespace, overrides: dict[str, dict[str, str]
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pass another --run-dir")
     try:
         if config.train.data_parallel:
-            make_mesh(config.train.batch_size)  # the batch must split over the devices
+            make_mesh(config.train.batch_size, members=len(config.members))  # the batch must split over the devices
         dataset = load_named(config.dataset)
         dataset.normalizer(config.data)  # the data options must apply to this dataset
     except (FileNotFoundError, ValueError, TypeError) as e:
@@ -316,7 +327,7 @@ def _default_run_dir(agent: str, dataset: str) -> Path:
 
 def _print_summary(result: Any) -> None:
     print(f"run directory: {result.run_dir} (step {result.step})")
-    for seed in result.config.seeds:
-        final = result.final_eval(seed)
+    for m in result.members:
+        final = result.final_eval(m.key)
         if final is not None:
-            print(f"  seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k != "step"))
+            print(f"  {m.label}: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k != "step"))

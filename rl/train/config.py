@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from rl.agents import AGENTS, get_agent
 from rl.data import DataConfig
 
 from .fields import config_from_dict, config_to_dict, convert_value
+from .sweep import Member, members_of, parse_sweep
 
 __all__ = [
     "CONFIG_FILE",
@@ -90,6 +92,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # how the data layer prepares the dataset (reward transform)
     data: DataConfig = field(default_factory=DataConfig)
+    # swept agent fields and their values, `(("beta", (1.0, 3.0)), ...)`: every combination times every seed is one
+    # member, all trained together (see rl.train.sweep); empty: a plain run, one member per seed
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
@@ -115,10 +120,22 @@ class RunConfig:
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}.")
         if not isinstance(self.data, DataConfig):
             raise TypeError(f"data must be an rl.data.DataConfig, got {type(self.data).__name__}.")
+        if self.sweep:
+            texts = [f"agent.{name}=" + ",".join(repr(float(v)) for v in values) for name, values in self.sweep]
+            object.__setattr__(self, "sweep", parse_sweep(texts, self.agent_config))
+
+    @property
+    def members(self) -> list[Member]:
+        """The independent runs this run trains together: every swept combination times every seed."""
+        return members_of(self.agent_config, self.seeds, self.sweep)
+
+    def member_run(self, member: Member) -> RunConfig:
+        """The plain run (one seed, no sweep) that `member` is: what its summary and the ledger record."""
+        return dataclasses.replace(self, seeds=(member.seed,), agent_config=member.config, sweep=())
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the content of `config.json`)."""
-        return {
+        """A JSON-ready dict (the content of `config.json`; `sweep` only when there is one)."""
+        out = {
             "version": _CONFIG_VERSION,
             "agent": self.agent,
             "dataset": self.dataset,
@@ -127,6 +144,9 @@ class RunConfig:
             "train": config_to_dict(self.train),
             "data": config_to_dict(self.data),
         }
+        if self.sweep:
+            out["sweep"] = {name: list(values) for name, values in self.sweep}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
@@ -134,7 +154,7 @@ class RunConfig:
         if not isinstance(data, Mapping):
             raise ValueError(f"a run config must be a JSON object, got {type(data).__name__}.")
         expected = {"version", "agent", "dataset", "seeds", "agent_config", "train", "data"}
-        keys = set(data) - {"history"}
+        keys = set(data) - {"history", "sweep"}
         if data.get("version") != _CONFIG_VERSION:
             raise ValueError(
                 f"run config version {data.get('version')!r} is not {_CONFIG_VERSION} (written by another release "
@@ -152,7 +172,14 @@ class RunConfig:
             agent_config=config_from_dict(get_agent(agent).Config, data["agent_config"]),
             train=config_from_dict(TrainConfig, data["train"]),
             data=config_from_dict(DataConfig, data["data"]),
+            sweep=_sweep_from_json(data.get("sweep", {})),
         )
+
+
+def _sweep_from_json(data: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    if not isinstance(data, Mapping) or not all(isinstance(v, list) for v in data.values()):
+        raise ValueError(f"sweep: expected an object of field -> list of numbers, got {data!r}.")
+    return tuple((str(k), tuple(convert_value(x, float, f"sweep.{k}") for x in v)) for k, v in data.items())
 
 
 # ----------------------------------------------------------------------------- files

@@ -12,6 +12,10 @@ Run directory layout::
       sittings.json      # wall time of each process that trained the run
       summary.json       # written when the run finishes: what the results ledger keeps (see rl.train.summary)
 
+A sweep (`RunConfig.sweep`, see `rl.train.sweep`) keeps one directory per member instead of `seed_<s>/`, named by its
+values, e.g. `beta=3/seed_0/`, each with its own logs and, when the run finishes, its own `summary.json` (the member
+as the plain one-seed run it is, so each member is one ledger entry).
+
 Evaluations: every `eval_every` updates on `eval_episodes` episodes, at the end on `final_eval_episodes` (see
 `rl.train.evaluators.Evaluator`).
 
@@ -40,8 +44,9 @@ from rl.agents import get_agent
 from rl.data import Normalizer, OfflineDataset, load_named
 
 from . import checkpoint as ckpt
-from .chunk import Carry, init_carry, make_chunk_fn, make_mesh, nonfinite_leaves, replicate, seed_state
+from .chunk import Carry, init_carry, make_chunk_fn, make_mesh, member_state, nonfinite_leaves, place_carry, replicate
 from .config import CONFIG_FILE, RunConfig, load_run_config, write_json_atomic
+from .sweep import Member, check_sweep, hparams_of
 from .fields import dotted_fields
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator, nonfinite_metrics
 from .logs import SeedLog
@@ -62,22 +67,29 @@ class TrainResult:
     run_dir: Path
     # the resolved run config
     config: RunConfig
-    # updates done per seed
+    # updates done per member
     step: int
-    # the final agent states of all seeds, stacked along a leading seed axis (see `rl.train.seed_state`)
+    # the final agent states of all members, stacked along a leading member axis (see `rl.train.member_state`;
+    # the static config is the base one)
     state: Any
-    # per seed, the evaluations of this process (the learning curve): a list of {"step": ..., metric: value, ...}
-    evals: dict[int, list[dict[str, float | int]]]
+    # per member (keyed by `Member.key`: the seed in a plain run, e.g. "beta=3/seed_0" in a sweep), the evaluations
+    # of this process (the learning curve): a list of {"step": ..., metric: value, ...}
+    evals: dict[int | str, list[dict[str, float | int]]]
     # seconds of the first chunk (compilation included) and the mean per-update seconds of the others
     timings: dict[str, float]
-    # per seed, the final evaluation of this process ({"step", "episodes", metrics}; on all final episodes)
-    finals: dict[int, dict[str, float | int]] = dataclasses.field(default_factory=dict)
+    # per member, the final evaluation of this process ({"step", "episodes", metrics}; on all final episodes)
+    finals: dict[int | str, dict[str, float | int]] = dataclasses.field(default_factory=dict)
+    # the members, in the order of the state's member axis
+    members: tuple[Member, ...] = ()
 
-    def final_eval(self, seed: int) -> dict[str, float | int] | None:
-        """The final evaluation of `seed` (all `final_eval_episodes`), else its last evaluation, else None."""
-        if seed in self.finals:
-            return self.finals[seed]
-        rows = self.evals.get(seed, [])
+    def final_eval(self, key: int | str) -> dict[str, float | int] | None:
+        """The final evaluation of a member (all `final_eval_episodes`), else its last evaluation, else None.
+
+        `key` is a seed in a plain run, a `Member.key` ("beta=3/seed_0") in a sweep.
+        """
+        if key in self.finals:
+            return self.finals[key]
+        rows = self.evals.get(key, [])
         return rows[-1] if rows else None
 
 
@@ -113,6 +125,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike, *, dataset: OfflineData
         )
     dataset = _check_dataset(load_named(config.dataset) if dataset is None else dataset)
     normalizer = dataset.normalizer(config.data)
+    if config.sweep:
+        check_sweep(get_agent(config.agent), config.agent_config, config.sweep, obs_dim=dataset.obs_dim,
+                    act_dim=dataset.act_dim)
     fingerprint = dataset_fingerprint(dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
     DatasetInfo.of(config.dataset, dataset, fingerprint=fingerprint).save(run_dir)
@@ -121,10 +136,13 @@ def train(config: RunConfig, run_dir: str | os.PathLike, *, dataset: OfflineData
     return _run(config, run_dir, dataset, normalizer, fingerprint, resume=False)
 
 
-def shapes_of(agent_name: str, agent_config: Any, seeds: tuple[int, ...], info: DatasetInfo) -> Carry:
+def shapes_of(
+    agent_name: str, agent_config: Any, seeds: tuple[int, ...], info: DatasetInfo, sweep: tuple = ()
+) -> Carry:
     """The carry's structure (shape structs, no computation) for a config: what a checkpoint must fit."""
+    members = RunConfig(agent=agent_name, dataset="-", seeds=seeds, agent_config=agent_config, sweep=sweep).members
     return eqx.filter_eval_shape(
-        init_carry, get_agent(agent_name), agent_config, seeds, obs_dim=info.obs_dim, act_dim=info.act_dim
+        init_carry, get_agent(agent_name), agent_config, members, obs_dim=info.obs_dim, act_dim=info.act_dim
     )
 
 
@@ -182,9 +200,13 @@ def resume(
     new_agent = config.agent_config if agent_config is None else agent_config
     if type(new_agent) is not type(config.agent_config):
         raise TypeError(f"agent_config must be an rl.agents.{config.agent}.Config, got {type(new_agent).__name__}.")
-    like = shapes_of(config.agent, new_agent, config.seeds, info)
+    swept = sorted(set(_changed(config.agent_config, new_agent)) & {name for name, _ in config.sweep})
+    if swept:
+        raise ValueError(f"--agent.{swept[0]} is swept by this run (its values are {dict(config.sweep)[swept[0]]}); "
+                         "a resumed sweep keeps its values.")
+    like = shapes_of(config.agent, new_agent, config.seeds, info, config.sweep)
     if new_agent != config.agent_config and not _same_shapes(like, shapes_of(config.agent, config.agent_config,
-                                                                             config.seeds, info)):
+                                                                             config.seeds, info, config.sweep)):
         changed = _changed(config.agent_config, new_agent)
         raise ValueError(
             f"changing {', '.join(f'--agent.{k}' for k in changed)} would change the shapes of the networks or "
@@ -214,9 +236,17 @@ def resume(
     if progress is not None:
         new_config = dataclasses.replace(new_config, train=dataclasses.replace(new_config.train, progress=progress))
     if loaded is None or loaded.step < new_train.steps:  # the run is unfinished again until it reaches its end
-        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+        for path in _summary_paths(run_dir, config):
+            path.unlink(missing_ok=True)
     normalizer = Normalizer.load(run_dir / NORMALIZER_FILE)
     return _run(new_config, run_dir, dataset, normalizer, fingerprint, resume=True, loaded=loaded)
+
+
+def _summary_paths(run_dir: Path, config: RunConfig) -> list[Path]:
+    """Where a finished run keeps its summary: `summary.json`, or one per member in a sweep."""
+    if not config.sweep:
+        return [run_dir / SUMMARY_FILE]
+    return [run_dir / m.path / SUMMARY_FILE for m in config.members]
 
 
 def _changed(old: Any, new: Any) -> dict[str, Any]:
@@ -229,7 +259,7 @@ def _next_stop(step: int, total: int, every: int) -> int:
 
 
 def _first_nonfinite(infos: dict[str, np.ndarray]) -> tuple[int, int, dict[str, float]] | None:
-    """`(seed index, update index, {name: value})` of the earliest update with a non-finite diagnostic, or None."""
+    """`(member index, update index, {name: value})` of the earliest update with a non-finite diagnostic, or None."""
     bad = {name: ~np.isfinite(values) for name, values in infos.items()}
     hits = [np.argwhere(b) for b in bad.values() if b.any()]
     if not hits:
@@ -260,25 +290,26 @@ def _run(
 
     tc = config.train
     agent = get_agent(config.agent)
-    mesh = make_mesh(tc.batch_size) if tc.data_parallel else None
-    seeds = config.seeds
+    members = config.members
+    mesh = make_mesh(tc.batch_size, members=len(members)) if tc.data_parallel else None
     info = DatasetInfo.of(config.dataset, dataset)
     data = replicate(normalizer.transitions(dataset.transitions), mesh)
-    if loaded is not None:
-        carry, step = loaded.carry, loaded.step
+    if loaded is not None:  # the swept values are not in the checkpoint: they are the config's
+        carry, step = Carry(agent=loaded.carry.agent, key=loaded.carry.key, hparams=hparams_of(members)), loaded.step
     else:
-        carry = init_carry(agent, config.agent_config, seeds, obs_dim=dataset.obs_dim, act_dim=dataset.act_dim)
+        carry = init_carry(agent, config.agent_config, members, obs_dim=dataset.obs_dim, act_dim=dataset.act_dim)
         step = 0
-    carry = replicate(carry, mesh)
+    carry = place_carry(carry, mesh)
     chunk = make_chunk_fn(agent, batch_size=tc.batch_size, mesh=mesh)
     evaluator = make_evaluator(
         info, normalizer, episodes=tc.eval_episodes, samples=tc.eval_samples, task=getattr(dataset, "task", None)
     )
-    logs = {s: SeedLog(run_dir / f"seed_{s}", step if resume else None) for s in seeds}
-    episode_logs = {s: EpisodeLog(run_dir / f"seed_{s}" / "episodes.jsonl", step if resume else None) for s in seeds}
+    logs = {m.index: SeedLog(run_dir / m.path, step if resume else None) for m in members}
+    episode_logs = {m.index: EpisodeLog(run_dir / m.path / "episodes.jsonl", step if resume else None)
+                    for m in members}
     sitting = Sitting(run_dir, step, resume=resume)
-    evals: dict[int, list[dict[str, float | int]]] = {s: [] for s in seeds}
-    finals: dict[int, dict[str, float | int]] = {}
+    evals: dict[int | str, list[dict[str, float | int]]] = {m.key: [] for m in members}
+    finals: dict[int | str, dict[str, float | int]] = {}
     saved_step = step if loaded is not None else -1
     timings: dict[str, float] = {}
     chunk_times: list[tuple[float, int]] = []
@@ -287,7 +318,7 @@ def _run(
         initial=step,
         unit="upd",
         unit_scale=True,
-        desc=f"{config.agent} {'x'.join(map(str, seeds)) if len(seeds) <= 4 else f'{len(seeds)} seeds'}",
+        desc=_bar_label(config),
         disable=not tc.progress,
         dynamic_ncols=True,
         file=sys.stderr,
@@ -326,22 +357,23 @@ def _run(
     def evaluate_all(c: Carry, at: int, final: bool) -> None:
         if evaluator is None:
             return
-        for i, s in enumerate(seeds):
-            policy = Policy(seed_state(c.agent, i), agent.act)
-            result = evaluator.evaluate(policy, s, episodes=tc.final_eval_episodes if final else None)
+        for m in members:
+            policy = Policy(member_state(c.agent, m), agent.act)
+            result = evaluator.evaluate(policy, m.seed, episodes=tc.final_eval_episodes if final else None)
             bad = nonfinite_metrics(result.metrics)
             if bad:
                 named = ", ".join(f"{k} = {v}" for k, v in bad.items())
-                raise diverged(f"the evaluation of seed {s} is not finite ({named}; non-finite actions)", at)
+                raise diverged(f"the evaluation of {m.label} is not finite ({named}; non-finite actions)", at)
             metrics = result.head(tc.eval_episodes).metrics  # the curve's point: the periodic episodes
             row = {"step": at, **metrics}
-            logs[s].log_eval(row)
-            episode_logs[s].write(at, result, final=final)
-            evals[s].append(row)
+            logs[m.index].log_eval(row)
+            episode_logs[m.index].write(at, result, final=final)
+            evals[m.key].append(row)
             shown = {k: v for k, v in metrics.items() if k != "score"}  # "score" repeats the headline metric
-            text = f"[{config.agent} seed {s}] step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            text = f"[{config.agent} {m.label}] step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
             if final:
-                finals[s] = {"step": at, **result.metrics, **({"episodes": result.episodes} if result.episodes else {})}
+                finals[m.key] = {"step": at, **result.metrics,
+                                 **({"episodes": result.episodes} if result.episodes else {})}
                 if result.episodes is not None and result.episodes > tc.eval_episodes:
                     text += f"; final evaluation on {result.episodes} episodes: score {result.metrics['score']:.4g}"
             say(text)
@@ -364,22 +396,22 @@ def _run(
                 chunk_times.append((elapsed, length))
             bad = _first_nonfinite(infos)
             if bad is not None:
-                seed_idx, upd, values = bad
+                index, upd, values = bad
                 named = ", ".join(f"{k} = {v}" for k, v in values.items())
-                raise diverged(f"seed {seeds[seed_idx]}: {named}", step + upd + 1, carry, step)
+                raise diverged(f"{members[index].label}: {named}", step + upd + 1, carry, step)
             leaves = nonfinite_leaves(new_carry.agent)
             if leaves:
-                seed_idx, path = leaves[0]
+                index, path = leaves[0]
                 more = f" and {len(leaves) - 1} more" if len(leaves) > 1 else ""
                 raise diverged(
-                    f"seed {seeds[seed_idx]}: the state's {path}{more} holds NaN or inf (the losses were finite)",
+                    f"{members[index].label}: the state's {path}{more} holds NaN or inf (the losses were finite)",
                     stop, carry, step,
                 )
             carry, step = new_carry, stop
-            for i, s in enumerate(seeds):
+            for m in members:
                 row = {"step": step, "time": round(time.time(), 3), "updates_per_s": length / elapsed}
-                row.update({k: float(np.mean(v[i])) for k, v in infos.items()})
-                logs[s].log_train(row)
+                row.update({k: float(np.mean(v[m.index])) for k, v in infos.items()})
+                logs[m.index].log_train(row)
             bar.update(length)
             bar.set_postfix({k: f"{float(np.mean(v[0])):.3g}" for k, v in list(infos.items())[:3]}, refresh=False)
             if step == tc.steps or (tc.eval_every and step % tc.eval_every == 0):
@@ -396,9 +428,21 @@ def _run(
             log.close()
         sitting.update(saved_step if saved_step >= 0 else 0)
     if step == tc.steps:
-        write_summary(run_dir, config, dataset, fingerprint)
+        if config.sweep:
+            for m in members:
+                write_summary(run_dir, config, dataset, fingerprint, member=m)
+        else:
+            write_summary(run_dir, config, dataset, fingerprint)
     if chunk_times:
         timings["seconds_per_update"] = sum(t for t, _ in chunk_times) / sum(n for _, n in chunk_times)
     return TrainResult(run_dir=run_dir, config=config, step=step, state=carry.agent, evals=evals, timings=timings,
-                       finals=finals)
+                       finals=finals, members=tuple(members))
+
+
+def _bar_label(config: RunConfig) -> str:
+    seeds = config.seeds
+    text = f"{config.agent} {'x'.join(map(str, seeds)) if len(seeds) <= 4 else f'{len(seeds)} seeds'}"
+    if config.sweep:
+        text += f" × {len(config.members) // len(seeds)} settings"
+    return text
 

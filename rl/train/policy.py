@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from rl.agents import get_agent
 from rl.data import Normalizer
 
 from . import checkpoint as ckpt
-from .chunk import seed_state
+from .chunk import member_state
 from .config import load_run_config
 from .fields import config_to_dict
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator
@@ -82,7 +83,7 @@ def _load(run_dir: Path, agent_config: Any | None = None) -> tuple[Any, Any, Dat
     if not ckpt.has_checkpoint(run_dir):
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet (the run stopped before its first one).")
     try:
-        loaded = ckpt.load(run_dir, shapes_of(config.agent, agent_config, config.seeds, info))
+        loaded = ckpt.load(run_dir, shapes_of(config.agent, agent_config, config.seeds, info, config.sweep))
     except ValueError as e:
         if agent_config == config.agent_config:
             raise
@@ -93,24 +94,32 @@ def _load(run_dir: Path, agent_config: Any | None = None) -> tuple[Any, Any, Dat
     return config, agent, info, normalizer, loaded
 
 
-def load_policy(run_dir: str | os.PathLike, *, seed: int | None = None) -> RunPolicy:
+def load_policy(run_dir: str | os.PathLike, *, seed: int | None = None, member: str | None = None) -> RunPolicy:
     """The policy of a run's latest good checkpoint, ready to act on raw observations.
 
     Args:
         run_dir: a run directory written by `rl.train`.
         seed: which training seed (default the run's first).
+        member: in a sweep, which member, by its directory (`"beta=3/seed_0"`; default the first member).
 
     Raises:
         FileNotFoundError: not a run, or no checkpoint yet.
-        ValueError: `seed` is not one of the run's seeds.
+        ValueError: `seed` is not one of the run's seeds, or `member` not one of its members.
     """
     run_dir = Path(run_dir)
     config, agent, _, normalizer, loaded = _load(run_dir)
-    seed = config.seeds[0] if seed is None else seed
-    if seed not in config.seeds:
-        raise ValueError(f"seed {seed!r} is not one of the run's seeds {list(config.seeds)}.")
-    state = seed_state(loaded.carry.agent, config.seeds.index(seed))
-    return RunPolicy(state=state, normalizer=normalizer, act=agent.act)
+    members = config.members
+    if member is not None:
+        found = [m for m in members if m.path == member]
+        if not found:
+            raise ValueError(f"member {member!r} is not one of the run's members {[m.path for m in members]}.")
+        chosen = found[0]
+    else:
+        seed = config.seeds[0] if seed is None else seed
+        if seed not in config.seeds:
+            raise ValueError(f"seed {seed!r} is not one of the run's seeds {list(config.seeds)}.")
+        chosen = next(m for m in members if m.seed == seed)
+    return RunPolicy(state=member_state(loaded.carry.agent, chosen), normalizer=normalizer, act=agent.act)
 
 
 def evaluate_run(
@@ -133,7 +142,8 @@ def evaluate_run(
         record: append the result to `RUN_DIR/evaluations.jsonl`.
 
     Returns:
-        `(step, {seed: metrics})`: the checkpoint's step and each seed's evaluation metrics.
+        `(step, {key: metrics})`: the checkpoint's step and each member's evaluation metrics (keyed by seed, or in a
+        sweep by the member's directory, `"beta=3/seed_0"`).
 
     Raises:
         FileNotFoundError: no run or no checkpoint in `run_dir`.
@@ -149,9 +159,8 @@ def evaluate_run(
     evaluator = make_evaluator(info, normalizer, episodes=episodes, samples=config.train.eval_samples)
     if evaluator is None:
         raise ValueError(f"the run's dataset {config.dataset!r} names no environment to evaluate in.")
-    results = {
-        s: evaluator(Policy(seed_state(loaded.carry.agent, i), agent.act), s) for i, s in enumerate(config.seeds)
-    }
+    members = dataclasses.replace(config, agent_config=agent_config).members
+    results = {m.key: evaluator(Policy(member_state(loaded.carry.agent, m), agent.act), m.seed) for m in members}
     if record:
         entry = {
             "time": round(time.time(), 3),

@@ -32,6 +32,7 @@ from rl.data import OfflineDataset, Transitions
 
 from .config import CONFIG_FILE, RunConfig
 from .evaluators import Evaluation, episode_metrics
+from .sweep import Member
 
 __all__ = [
     "EPISODES_FILE",
@@ -181,16 +182,32 @@ def _dataset_section(config: RunConfig, dataset: OfflineDataset, fingerprint: st
     }
 
 
-def build_summary(run_dir: Path, config: RunConfig, dataset: OfflineDataset, fingerprint: str) -> dict[str, Any]:
-    """The summary of a finished run, read from its files (so a resumed run's covers every sitting)."""
-    seeds, tc = config.seeds, config.train
+def build_summary(
+    run_dir: Path, config: RunConfig, dataset: OfflineDataset, fingerprint: str, *, member: Member | None = None
+) -> dict[str, Any]:
+    """The summary of a finished run, read from its files (so a resumed run's covers every sitting).
+
+    With `member` (a sweep's), the summary of that member alone, as the plain one-seed run it is: its config is
+    `config.member_run(member)` (so the ledger files it with the runs of the same setting), its logs those of its
+    directory, and `sweep` records the run it came from.
+    """
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    origin = None
+    if member is not None:
+        origin = {"run_dir": str(run_dir), "member": member.path, "sweep": saved.get("sweep"),
+                  "history": saved.get("history", [])}
+        config = config.member_run(member)
+        saved = config.to_dict()
+        log_dirs = {member.seed: run_dir / member.path}
+    else:
+        log_dirs = {s: run_dir / f"seed_{s}" for s in config.seeds}
+    seeds, tc = config.seeds, config.train
     steps: list[int] | None = None
     curve: dict[str, list[float]] = {}
     last: dict[str, float] = {}
     final: dict[str, Any] = {"step": tc.steps, "episodes": None, "score": {}, "metrics": {}}
     for s in seeds:
-        rows = _read_evals(run_dir / f"seed_{s}" / "eval.csv")
+        rows = _read_evals(log_dirs[s] / "eval.csv")
         seed_steps = [int(r["step"]) for r in rows]
         if steps is not None and seed_steps != steps:
             raise ValueError(f"{run_dir}: the seeds were evaluated at different steps ({steps} vs {seed_steps}).")
@@ -198,7 +215,7 @@ def build_summary(run_dir: Path, config: RunConfig, dataset: OfflineDataset, fin
         curve[str(s)] = [r["score"] for r in rows]
         if rows:
             last[str(s)] = float(np.mean(curve[str(s)][-LAST:]))
-        episodes = [e for e in _read_jsonl(run_dir / f"seed_{s}" / EPISODES_FILE) if e["step"] == tc.steps]
+        episodes = [e for e in _read_jsonl(log_dirs[s] / EPISODES_FILE) if e["step"] == tc.steps]
         finals = [e for e in episodes if e["final"]]
         if finals:  # Gymnasium: the final evaluation's episodes
             e = finals[-1]
@@ -233,6 +250,7 @@ def build_summary(run_dir: Path, config: RunConfig, dataset: OfflineDataset, fin
         "machine": machine(),
         "code_version": code_version(),
         "config": saved,
+        **({"sweep": origin} if origin is not None else {}),
     }
 
 
@@ -262,8 +280,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_summary(run_dir: Path, config: RunConfig, dataset: OfflineDataset, fingerprint: str) -> dict[str, Any]:
-    """Build the summary of a finished run and write `RUN_DIR/summary.json` atomically; returns it."""
-    summary = build_summary(run_dir, config, dataset, fingerprint)
-    _write_atomic(run_dir / SUMMARY_FILE, dumps(summary))
+def write_summary(
+    run_dir: Path, config: RunConfig, dataset: OfflineDataset, fingerprint: str, *, member: Member | None = None
+) -> dict[str, Any]:
+    """Build the summary of a finished run (or of a sweep's `member`) and write it atomically; returns it.
+
+    It goes to `RUN_DIR/summary.json`, a member's to `RUN_DIR/<member.path>/summary.json`.
+    """
+    summary = build_summary(run_dir, config, dataset, fingerprint, member=member)
+    _write_atomic((run_dir if member is None else run_dir / member.path) / SUMMARY_FILE, dumps(summary))
     return summary
