@@ -83,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
         "--agent.FIELD=VALUE (e.g. policy.best_of_n, policy.sample_steps) may be given",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hosts = p.add_argument_group(
+        "several processes (hosts)",
+        "the members (seeds x sweep values) are split between processes, each training its share on its own devices "
+        "(see docs/scale.md); every process runs the same command with its own --process-id",
+    )
+    hosts.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run; without the options below, addresses come from "
+                       "$JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID or the cluster (Slurm, ...)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", default=None, help="address of process 0")
+    hosts.add_argument("--num-processes", type=int, default=None, help="how many processes train the run")
+    hosts.add_argument("--process-id", type=int, default=None, help="this process's index, from 0")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.add_argument("--options", action="store_true", help="list every --agent/--train/--data option and exit")
     p.add_argument("--demo", action="store_true", help="run the built-in demo (what no arguments do)")
@@ -173,6 +184,15 @@ def _main(argv: list[str]) -> int:
     parser = _parser()
     args, extras = parser.parse_known_args(argv)  # argparse's own errors exit 2 with its usage line
     overrides = _split_overrides(extras)
+    if args.distributed or any(x is not None for x in (args.coordinator, args.num_processes, args.process_id)):
+        if args.demo or args.evaluate is not None:
+            raise UsageError("--distributed is for training (a new run or --resume), not --demo or --evaluate")
+        from .distributed import initialize
+
+        try:
+            initialize(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     if args.demo:
         _refuse(args, overrides, allowed=("run_dir",), why="--demo takes only --run-dir and --no-progress")
         run_demo(progress=not args.no_progress, run_dir=args.run_dir)

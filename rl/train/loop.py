@@ -8,6 +8,7 @@ Run directory layout::
       normalizer.json    # observation statistics and reward transform the agent was trained with
       checkpoint.eqx     # the latest good state of all seeds (agent states, RNG keys, step), with its sha256
       checkpoint.prev.eqx  # the one before, kept until the new one is in place (see rl.train.checkpoint)
+      process_<k>_of_<n>/  # with n > 1 processes (rl.train.distributed): process k's checkpoints and sittings.json
       seed_<s>/          # train.csv, eval.csv, tb/ (see rl.train.logs); episodes.jsonl (per-episode returns)
       sittings.json      # wall time of each process that trained the run
       summary.json       # written when the run finishes: what the results ledger keeps (see rl.train.summary)
@@ -33,6 +34,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from rl.data import Normalizer, OfflineDataset, load_named
 from . import checkpoint as ckpt
 from .chunk import Carry, init_carry, make_chunk_fn, make_mesh, member_state, nonfinite_leaves, place_carry, replicate
 from .config import CONFIG_FILE, RunConfig, load_run_config, write_json_atomic
+from .distributed import barrier, is_main, process_dirs, share, state_dir, trained_by
 from .sweep import Member, check_sweep, hparams_of
 from .fields import dotted_fields
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator, nonfinite_metrics
@@ -119,28 +122,44 @@ def train(config: RunConfig, run_dir: str | os.PathLike, *, dataset: OfflineData
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig, got {type(config).__name__}.")
     run_dir = Path(run_dir)
-    if (run_dir / CONFIG_FILE).exists() or ckpt.has_checkpoint(run_dir):
+    if (run_dir / CONFIG_FILE).exists() or ckpt.has_checkpoint(run_dir) or process_dirs(run_dir):
         raise FileExistsError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} (or pass another --run-dir)."
         )
+    if len(config.members) < jax.process_count():
+        raise ValueError(f"{len(config.members)} member(s) cannot keep {jax.process_count()} processes busy; give "
+                         "more seeds or sweep values, or start fewer processes.")
     dataset = _check_dataset(load_named(config.dataset) if dataset is None else dataset)
     normalizer = dataset.normalizer(config.data)
     if config.sweep:
         check_sweep(get_agent(config.agent), config.agent_config, config.sweep, obs_dim=dataset.obs_dim,
-                    act_dim=dataset.act_dim)
+                    act_dim=dataset.act_dim, batch_size=config.train.batch_size)
     fingerprint = dataset_fingerprint(dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    DatasetInfo.of(config.dataset, dataset, fingerprint=fingerprint).save(run_dir)
-    normalizer.save(run_dir / NORMALIZER_FILE)
-    write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())  # last: a run directory is one once this exists
+    barrier("rl.train: every process checked the run")
+    if is_main():  # the run directory's shared files
+        run_dir.mkdir(parents=True, exist_ok=True)
+        DatasetInfo.of(config.dataset, dataset, fingerprint=fingerprint).save(run_dir)
+        normalizer.save(run_dir / NORMALIZER_FILE)
+        write_json_atomic(run_dir / CONFIG_FILE, config.to_dict())  # last: a run directory is one once this exists
+    barrier("rl.train: the run directory is written")
     return _run(config, run_dir, dataset, normalizer, fingerprint, resume=False)
 
 
 def shapes_of(
-    agent_name: str, agent_config: Any, seeds: tuple[int, ...], info: DatasetInfo, sweep: tuple = ()
+    agent_name: str,
+    agent_config: Any,
+    seeds: tuple[int, ...],
+    info: DatasetInfo,
+    sweep: tuple = (),
+    *,
+    members: Sequence[Member] | None = None,
 ) -> Carry:
-    """The carry's structure (shape structs, no computation) for a config: what a checkpoint must fit."""
-    members = RunConfig(agent=agent_name, dataset="-", seeds=seeds, agent_config=agent_config, sweep=sweep).members
+    """The carry's structure (shape structs, no computation) for a config: what a checkpoint must fit.
+
+    `members` (default: all of the config's) restricts it to some members, e.g. one process's share.
+    """
+    every = RunConfig(agent=agent_name, dataset="-", seeds=seeds, agent_config=agent_config, sweep=sweep).members
+    members = every if members is None else [every[m.index] for m in members]
     return eqx.filter_eval_shape(
         init_carry, get_agent(agent_name), agent_config, members, obs_dim=info.obs_dim, act_dim=info.act_dim
     )
@@ -190,6 +209,12 @@ def resume(
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     info = DatasetInfo.load(run_dir)
+    processes = trained_by(run_dir)
+    if processes != jax.process_count():
+        raise ValueError(f"{run_dir} was trained by {processes} process(es), each keeping its own members' state; "
+                         f"resume it with {processes} (this is {jax.process_count()}).")
+    mine = share(config.members)
+    sdir = state_dir(run_dir)
     changes = dict(train_changes or {})
     if steps is not None:
         changes["steps"] = steps
@@ -204,15 +229,16 @@ def resume(
     if swept:
         raise ValueError(f"--agent.{swept[0]} is swept by this run (its values are {dict(config.sweep)[swept[0]]}); "
                          "a resumed sweep keeps its values.")
-    like = shapes_of(config.agent, new_agent, config.seeds, info, config.sweep)
-    if new_agent != config.agent_config and not _same_shapes(like, shapes_of(config.agent, config.agent_config,
-                                                                             config.seeds, info, config.sweep)):
+    like = shapes_of(config.agent, new_agent, config.seeds, info, config.sweep, members=mine)
+    if new_agent != config.agent_config and not _same_shapes(
+        like, shapes_of(config.agent, config.agent_config, config.seeds, info, config.sweep, members=mine)
+    ):
         changed = _changed(config.agent_config, new_agent)
         raise ValueError(
             f"changing {', '.join(f'--agent.{k}' for k in changed)} would change the shapes of the networks or "
             "optimiser states, so the checkpoint could not continue; start a new run for that."
         )
-    loaded = ckpt.load(run_dir, like) if ckpt.has_checkpoint(run_dir) else None
+    loaded = ckpt.load(sdir, like) if ckpt.has_checkpoint(sdir) else None
     if loaded is not None and loaded.step > new_train.steps:
         raise ValueError(
             f"the checkpoint is at step {loaded.step}, beyond --steps {new_train.steps}; pass a larger --steps."
@@ -227,7 +253,7 @@ def resume(
     new_config = dataclasses.replace(config, train=new_train, agent_config=new_agent)
     record = {**{f"train.{k}": v for k, v in _changed(config.train, new_train).items()},
               **{f"agent.{k}": v for k, v in _changed(config.agent_config, new_agent).items()}}
-    if record:
+    if record and is_main():
         saved = json.loads((run_dir / CONFIG_FILE).read_text())
         history = saved.get("history", []) + [
             {"time": round(time.time(), 3), "step": 0 if loaded is None else loaded.step, "changes": record}
@@ -236,17 +262,17 @@ def resume(
     if progress is not None:
         new_config = dataclasses.replace(new_config, train=dataclasses.replace(new_config.train, progress=progress))
     if loaded is None or loaded.step < new_train.steps:  # the run is unfinished again until it reaches its end
-        for path in _summary_paths(run_dir, config):
+        for path in _summary_paths(run_dir, config, mine):
             path.unlink(missing_ok=True)
     normalizer = Normalizer.load(run_dir / NORMALIZER_FILE)
     return _run(new_config, run_dir, dataset, normalizer, fingerprint, resume=True, loaded=loaded)
 
 
-def _summary_paths(run_dir: Path, config: RunConfig) -> list[Path]:
-    """Where a finished run keeps its summary: `summary.json`, or one per member in a sweep."""
+def _summary_paths(run_dir: Path, config: RunConfig, members: Sequence[Member]) -> list[Path]:
+    """Where a finished run keeps the summaries of `members`: `summary.json`, or one per member in a sweep."""
     if not config.sweep:
         return [run_dir / SUMMARY_FILE]
-    return [run_dir / m.path / SUMMARY_FILE for m in config.members]
+    return [run_dir / m.path / SUMMARY_FILE for m in members]
 
 
 def _changed(old: Any, new: Any) -> dict[str, Any]:
@@ -290,7 +316,10 @@ def _run(
 
     tc = config.train
     agent = get_agent(config.agent)
-    members = config.members
+    # this process's members (all of them in a single process), indexed by their place in this process's carry
+    members = [dataclasses.replace(m, index=i) for i, m in enumerate(share(config.members))]
+    sdir = state_dir(run_dir)
+    sdir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(tc.batch_size, members=len(members)) if tc.data_parallel else None
     info = DatasetInfo.of(config.dataset, dataset)
     data = replicate(normalizer.transitions(dataset.transitions), mesh)
@@ -307,7 +336,7 @@ def _run(
     logs = {m.index: SeedLog(run_dir / m.path, step if resume else None) for m in members}
     episode_logs = {m.index: EpisodeLog(run_dir / m.path / "episodes.jsonl", step if resume else None)
                     for m in members}
-    sitting = Sitting(run_dir, step, resume=resume)
+    sitting = Sitting(sdir, step, resume=resume)
     evals: dict[int | str, list[dict[str, float | int]]] = {m.key: [] for m in members}
     finals: dict[int | str, dict[str, float | int]] = {}
     saved_step = step if loaded is not None else -1
@@ -338,7 +367,7 @@ def _run(
     def checkpoint(c: Carry, at: int) -> None:
         nonlocal saved_step
         if at != saved_step:
-            ckpt.save(run_dir, c, at)
+            ckpt.save(sdir, c, at)
             saved_step = at
             sitting.update(at)
 
@@ -346,7 +375,7 @@ def _run(
         if good is not None:  # the state before the chunk that diverged, checked finite one chunk earlier
             checkpoint(good, good_step)
         where = (
-            f"The last good state (step {saved_step}) is in {run_dir / ckpt.CHECKPOINT_FILE}"
+            f"The last good state (step {saved_step}) is in {sdir / ckpt.CHECKPOINT_FILE}"
             if saved_step >= 0
             else "No state was saved"
         )
@@ -420,7 +449,7 @@ def _run(
                 checkpoint(carry, step)
     except KeyboardInterrupt:
         checkpoint(carry, step)
-        say(f"interrupted at step {step}; saved {run_dir / ckpt.CHECKPOINT_FILE} (continue with --resume {run_dir}).")
+        say(f"interrupted at step {step}; saved {sdir / ckpt.CHECKPOINT_FILE} (continue with --resume {run_dir}).")
         raise
     finally:
         bar.close()
@@ -431,7 +460,8 @@ def _run(
         if config.sweep:
             for m in members:
                 write_summary(run_dir, config, dataset, fingerprint, member=m)
-        else:
+        barrier("rl.train: every process finished")  # a plain run's summary reads every process's logs
+        if not config.sweep and is_main():
             write_summary(run_dir, config, dataset, fingerprint)
     if chunk_times:
         timings["seconds_per_update"] = sum(t for t, _ in chunk_times) / sum(n for _, n in chunk_times)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
@@ -23,7 +24,8 @@ from rl.agents import get_agent
 from rl.data import Normalizer
 
 from . import checkpoint as ckpt
-from .chunk import member_state
+from .chunk import Carry, member_state
+from .distributed import share, state_dir, trained_by
 from .config import load_run_config
 from .fields import config_to_dict
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator
@@ -80,10 +82,8 @@ def _load(run_dir: Path, agent_config: Any | None = None) -> tuple[Any, Any, Dat
         )
     info = DatasetInfo.load(run_dir)
     normalizer = Normalizer.load(run_dir / NORMALIZER_FILE)
-    if not ckpt.has_checkpoint(run_dir):
-        raise FileNotFoundError(f"{run_dir} has no checkpoint yet (the run stopped before its first one).")
     try:
-        loaded = ckpt.load(run_dir, shapes_of(config.agent, agent_config, config.seeds, info, config.sweep))
+        loaded = _load_members(run_dir, config, agent_config, info)
     except ValueError as e:
         if agent_config == config.agent_config:
             raise
@@ -92,6 +92,32 @@ def _load(run_dir: Path, agent_config: Any | None = None) -> tuple[Any, Any, Dat
             "shapes alone (e.g. best_of_n, sample_steps, solver) can change at evaluation."
         ) from e
     return config, agent, info, normalizer, loaded
+
+
+def _load_members(run_dir: Path, config: Any, agent_config: Any, info: DatasetInfo) -> ckpt.LoadedCheckpoint:
+    """Every member's state, stacked in member order: the run's checkpoint, or its processes' joined."""
+    count = trained_by(run_dir)
+    members = config.members
+    parts = []
+    for index in range(count):
+        directory = state_dir(run_dir, index, count)
+        if not ckpt.has_checkpoint(directory):
+            raise FileNotFoundError(f"{directory} has no checkpoint yet (the run stopped before its first one).")
+        like = shapes_of(config.agent, agent_config, config.seeds, info, config.sweep,
+                         members=share(members, index, count))
+        parts.append(ckpt.load(directory, like))
+    if len(parts) == 1:
+        return parts[0]
+    steps = sorted({p.step for p in parts})
+    if len(steps) > 1:
+        raise ValueError(f"the processes of {run_dir} saved their last checkpoints at different steps {steps}; resume "
+                         "the run to bring them level.")
+    agents = [p.carry.agent for p in parts]
+    dynamic = [eqx.filter(a, eqx.is_array) for a in agents]
+    joined = jax.tree.map(lambda *xs: jnp.concatenate(xs), *dynamic)
+    agent = eqx.combine(joined, eqx.filter(agents[0], eqx.is_array, inverse=True))
+    keys = jnp.concatenate([p.carry.key for p in parts])
+    return dataclasses.replace(parts[0], carry=Carry(agent=agent, key=keys))
 
 
 def load_policy(run_dir: str | os.PathLike, *, seed: int | None = None, member: str | None = None) -> RunPolicy:

@@ -2,6 +2,7 @@
 
     RUN_DIR/summary.json              written atomically when a run finishes (by `train`, and again by `resume`)
     RUN_DIR/sittings.json             one entry per process that trained the run: steps covered, seconds, machine
+                                      (with several processes at once, each keeps its own in process_<k>_of_<n>/)
     RUN_DIR/seed_<s>/episodes.jsonl   one line per Gymnasium evaluation: step, episodes, per-episode returns
 
 `summary.json` is small (kilobytes) and self-contained: the resolved config (with its history of changes on
@@ -232,8 +233,7 @@ def build_summary(
             continue
         final["score"][str(s)] = metrics["score"]
         final["metrics"][str(s)] = {k: v for k, v in metrics.items() if k != "score"}
-    sittings = json.loads((run_dir / SITTINGS_FILE).read_text())["sittings"] if (run_dir / SITTINGS_FILE).is_file() \
-        else []
+    sittings = _sittings(run_dir)
     return {
         "summary_version": SUMMARY_VERSION,
         "finished": _utc_now(),
@@ -245,13 +245,38 @@ def build_summary(
         "final": final,
         "last3": {"steps": (steps or [])[-LAST:], "score": last},
         "curve": {"steps": steps or [], "score": curve},
-        "wall_time_s": round(sum(float(x.get("seconds", 0.0)) for x in sittings), 3),
+        "wall_time_s": _wall_time(sittings),
         "sittings": sittings,
         "machine": machine(),
         "code_version": code_version(),
         "config": saved,
         **({"sweep": origin} if origin is not None else {}),
     }
+
+
+def _sittings(run_dir: Path) -> list[dict[str, Any]]:
+    """Every sitting of the run: its own `sittings.json`, or each process's (marked with `"process"`)."""
+    from .distributed import process_dirs
+
+    dirs = process_dirs(run_dir)
+    if not dirs:
+        path = run_dir / SITTINGS_FILE
+        return json.loads(path.read_text())["sittings"] if path.is_file() else []
+    out = []
+    for index, directory in dirs.items():
+        path = directory / SITTINGS_FILE
+        if path.is_file():
+            out += [{**entry, "process": index} for entry in json.loads(path.read_text())["sittings"]]
+    return out
+
+
+def _wall_time(sittings: list[dict[str, Any]]) -> float:
+    """Seconds the run took: summed over sittings; processes that trained side by side count once (the slowest)."""
+    per_process: dict[int, float] = {}
+    for x in sittings:
+        per_process[int(x.get("process", 0))] = per_process.get(int(x.get("process", 0)), 0.0) + float(
+            x.get("seconds", 0.0))
+    return round(max(per_process.values(), default=0.0), 3)
 
 
 def _score_name(dataset: OfflineDataset) -> str:
