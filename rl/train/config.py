@@ -52,7 +52,8 @@ class TrainConfig:
     eval_samples: int = 2_048
     # write a checkpoint every this many updates, and always at the end (0: only at the end)
     checkpoint_every: int = 50_000
-    # train data-parallel over all local devices when there is more than one
+    # use all local devices when there is more than one: the members split over them when their number is a multiple
+    # of the device count, else every batch split over them (data parallel)
     data_parallel: bool = True
     # show a tqdm progress bar (rate and ETA)
     progress: bool = True
