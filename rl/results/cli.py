@@ -1,6 +1,7 @@
 """`python -m rl.results`: make the datasets, fill the ledger a sitting at a time, and write the results page.
 
     python -m rl.results datasets                  # make results/<env>/medium-v0 with rl.collect (behaviour policies)
+    python -m rl.results datasets --kinds medium-expert,medium-replay   # the other D4RL kinds (replay: SAC, slow)
     python -m rl.results missing                   # the grid's cells the ledger lacks, with the run behind each
     python -m rl.results run --limit 2             # run (or resume) the first two missing runs, then add them
     python -m rl.results add runs/some-run         # copy a finished run's summary.json into results/ledger/
@@ -31,7 +32,7 @@ from . import ledger
 __all__ = ["main"]
 
 _PROG = "python -m rl.results"
-NOISE = 0.1  # Gaussian action noise of the medium recipe (D4RL's)
+NOISE = 0.1  # Gaussian action noise of the medium and expert recipes (D4RL's)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -62,7 +63,7 @@ def _parser() -> Parser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("datasets", parents=[g], help="make the grid's datasets with rl.collect (medium kind)")
     d.add_argument("--policies", type=Path, default=Path("..") / "shared" / "policies",
-                   help="directory of the behaviour policies <env>-medium.npz (default %(default)s)")
+                   help="directory of the behaviour policies <env>-medium.npz, <env>-expert.npz (default %(default)s)")
     a = sub.add_parser("add", help="copy finished runs' summaries into the ledger")
     a.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     a.add_argument("--ledger", type=Path, default=ledger.LEDGER)
@@ -104,19 +105,37 @@ def _datasets(args: argparse.Namespace, _: object) -> int:
 
     for env in args.envs:
         for kind in args.kinds:
-            if kind != "medium":
-                raise ValueError(f"no recipe for {kind!r} here yet (only medium); make it with python -m rl.collect "
-                                 f"{kind} --env {env} --dataset-id {grids.dataset_id(env, kind, args.namespace)}.")
-            dataset = grids.dataset_id(env, kind, args.namespace)
-            if resolve_dataset_path(dataset) is not None:
-                print(f"{dataset}: present")
-                continue
-            cmd = [sys.executable, "-m", "rl.collect", "medium", "--env", env, "--policy",
-                   str(args.policies / f"{env}-medium.npz"), "--noise", str(NOISE), "--seed", "0", "--dataset-id",
-                   dataset, "--no-progress"]
-            print("$", grids.shown(cmd), flush=True)
-            subprocess.run(cmd, check=True)
+            for dataset, cmd in _recipe(env, kind, args.namespace, args.policies):
+                if resolve_dataset_path(dataset) is not None:
+                    print(f"{dataset}: present")
+                    continue
+                if kind == "medium-replay":
+                    print(f"{dataset}: SAC trains online until its evaluations reach a D4RL score of 40 (hours on a "
+                          "CPU); its whole replay buffer becomes the dataset.", flush=True)
+                print("$", grids.shown(cmd), flush=True)
+                subprocess.run(cmd, check=True)
     return 0
+
+
+def _recipe(env: str, kind: str, namespace: str, policies: Path) -> list[tuple[str, list[str]]]:
+    """The datasets a kind needs, in order, each with the `rl.collect` command that makes it (D4RL's recipes).
+
+    medium / expert: the behaviour policy `<env>-<kind>.npz` with Gaussian action noise 0.1; medium-expert: the two
+    concatenated; medium-replay: the replay buffer of SAC trained until it reaches a score of 40.
+    """
+    dataset = grids.dataset_id(env, kind, namespace)
+    collect = [sys.executable, "-m", "rl.collect"]
+    tail = ["--seed", "0", "--dataset-id", dataset, "--no-progress"]
+    if kind in ("medium", "expert"):
+        return [(dataset, [*collect, kind, "--env", env, "--policy", str(policies / f"{env}-{kind}.npz"), "--noise",
+                           str(NOISE), *tail])]
+    if kind == "medium-expert":
+        parts = [grids.dataset_id(env, k, namespace) for k in ("medium", "expert")]
+        return [*_recipe(env, "medium", namespace, policies), *_recipe(env, "expert", namespace, policies),
+                (dataset, [*collect, "medium-expert", "--env", env, "--from", *parts, *tail])]
+    if kind == "medium-replay":
+        return [(dataset, [*collect, "medium-replay", "--env", env, "--target-score", "40", *tail])]
+    raise ValueError(f"no recipe for {kind!r}; the kinds are medium, expert, medium-expert and medium-replay.")
 
 
 def _add(args: argparse.Namespace, _: object) -> int:

@@ -235,3 +235,24 @@ def test_an_empty_ledger_gives_a_page_that_lists_the_whole_grid(tmp_path):
     page = (tmp_path / "results.md").read_text()
     assert "holds no run of this grid" in page and "0 run summaries" in page
     assert "- walker2d-medium × QIPO: seeds 0, 1, 2" in page and not list((tmp_path / "img").glob("*.png"))
+
+
+def test_dataset_recipes_follow_d4rl():
+    """medium-expert is made from medium and expert (made first), each a behaviour policy with noise 0.1."""
+    from pathlib import Path
+
+    from rl.results.cli import _recipe
+
+    steps = _recipe("hopper", "medium-expert", "results", Path("policies"))
+    assert [d for d, _ in steps] == ["results/hopper/medium-v0", "results/hopper/expert-v0",
+                                     "results/hopper/medium-expert-v0"]
+    expert = steps[1][1]
+    assert expert[expert.index("--policy") + 1] == str(Path("policies") / "hopper-expert.npz")
+    assert expert[expert.index("--noise") + 1] == "0.1"
+    last = steps[2][1]
+    assert last[last.index("--from") + 1:last.index("--from") + 3] == ["results/hopper/medium-v0",
+                                                                     "results/hopper/expert-v0"]
+    (replay,) = _recipe("walker2d", "medium-replay", "results", Path("policies"))
+    assert "medium-replay" in replay[1] and replay[1][replay[1].index("--target-score") + 1] == "40"
+    with pytest.raises(ValueError, match="no recipe for 'random-ish'"):
+        _recipe("hopper", "random-ish", "results", Path("policies"))
