@@ -14,6 +14,11 @@ The softmax critic (QIPO, Zhang, Zhang, Gu 2025, arXiv 2503.04975) has no value 
 on `r + gamma (1 - terminal) sum_j softmax_j(beta_q Q'(s', a'_j)) Q'(s', a'_j)`, where `a'_j` are candidate actions
 at `s'` drawn from a behaviour model (so the target stays in the data's support) and `Q'` is the target minimum.
 
+`min_i Q_target,i(s, a)` on the batch's dataset actions is computed once per update, before the target moves
+(`data_q_target`): the value step regresses on it, and the IQL actor's advantage weights and FlowQ's energy read the
+same numbers (`update_iql_critic(..., q_data=...)`). This is the order of IQL's reference code, where the actor sees
+the target critic before its Polyak step.
+
 Rewards arrive already transformed by the data layer (`rl.data.DataConfig`). The derivation is on the maths page of
 the documentation (`docs/maths.md`).
 """
@@ -35,6 +40,7 @@ __all__ = [
     "IQLCritic",
     "IQLCriticConfig",
     "SoftmaxCritic",
+    "data_q_target",
     "expectile_loss",
     "init_iql_critic",
     "init_softmax_critic",
@@ -126,16 +132,17 @@ def td_target(
     return reward + discount * (1.0 - terminal) * next_value
 
 
+def data_q_target(q_target: QEnsemble, batch: Transitions) -> Float[Array, " n"]:
+    """`min_i Q_target,i(s, a)` on the batch's dataset actions, without gradient: what `V(s)` regresses on."""
+    return min_q(stop_gradient(q_target), batch.obs, batch.action)
+
+
 def value_loss(
-    value: ValueNetwork,
-    q_target: QEnsemble,
-    obs: Float[Array, "n obs_dim"],
-    action: Float[Array, "n act_dim"],
-    *,
-    expectile: Scalar,
+    value: ValueNetwork, obs: Float[Array, "n obs_dim"], q_data: Float[Array, " n"], *, expectile: Scalar
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
-    """IQL's value loss: expectile regression of `V(s)` on `min_i Q_target,i(s, a_data)` (no gradient into Q)."""
-    q = min_q(stop_gradient(q_target), obs, action)
+    """IQL's value loss: expectile regression of `V(s)` on `q_data = min_i Q_target,i(s, a_data)` (see
+    `data_q_target`; no gradient into Q)."""
+    q = jax.lax.stop_gradient(q_data)
     v = state_values(value, obs)
     loss = jnp.mean(expectile_loss(q - v, expectile))
     return loss, {"value_loss": loss, "v_mean": jnp.mean(v)}
@@ -212,7 +219,7 @@ def init_iql_critic(config: IQLCriticConfig, *, obs_dim: int, act_dim: int, key:
 
 
 def update_iql_critic(
-    critic: IQLCritic, batch: Transitions, config: IQLCriticConfig
+    critic: IQLCritic, batch: Transitions, config: IQLCriticConfig, *, q_data: Float[Array, " n"] | None = None
 ) -> tuple[IQLCritic, dict[str, Array]]:
     """One critic step, in IQL's order: `V` on the target `Q`, then `Q` on the new `V(s')`, then the target.
 
@@ -220,13 +227,17 @@ def update_iql_critic(
         critic: the current critic.
         batch: `rl.data.Transitions` (`obs, action, reward, next_obs, terminal`), rewards already transformed.
         config: the critic's settings.
+        q_data: `data_q_target(critic.q_target, batch)`, when the caller computed it already (the IQL actor and
+            FlowQ's policy read the same numbers); computed here otherwise.
 
     Returns:
         The new critic and its diagnostics (`value_loss`, `v_mean`, `q_loss`, `q_mean`, `target_mean`).
     """
     opt = make_optimizer(config.lr)
+    if q_data is None:
+        q_data = data_q_target(critic.q_target, batch)
     (_, v_info), v_grads = eqx.filter_value_and_grad(value_loss, has_aux=True)(
-        critic.value, critic.q_target, batch.obs, batch.action, expectile=config.expectile
+        critic.value, batch.obs, q_data, expectile=config.expectile
     )
     value, value_opt_state = apply_gradients(critic.value, critic.value_opt_state, v_grads, opt)
 

@@ -2,15 +2,19 @@
 
 - Critic: IQL's (`rl.agents.critics`), trained on dataset actions only, never on policy samples.
 - Policy: a conditional flow `v(a_t, t, s)` (`rl.agents.policies`) trained with `energyflow.energy_guided_loss` on
-  dataset actions, the energy of an action being `E(a; s) = -(min_i Q_target,i(s, a) - V(s)) / scale`. The critic's
-  parameters are wrapped in `jax.lax.stop_gradient` where the energy is built, so the policy loss never trains the
-  critic. The guided path bends each conditional path `noise -> a_data` along `-grad_a E` with strength `lambda_t`
+  dataset actions, the energy of an action being `E(a; s) = -(min_i Q_target,i(s, a) - V(s)) / scale`, with the
+  new `V` and the target `Q` as it was before the critic's target step (the one its value step regressed on, as
+  IQL's actor). The critic enters without gradient (`jax.lax.stop_gradient`), so the policy loss never trains it.
+  The guided path bends each conditional path `noise -> a_data` along `-grad_a E` with strength `lambda_t`
   (`lambda_1 = beta`), so that the flow learns `pi_beta(a | s) exp(-beta E(a; s))`.
 - Acting: the `energyflow` ODE sampler from noise (10 Euler steps by default), clipped to `[-1, 1]`; optionally
   best-of-N by `Q` (`rl.agents.policies.act`).
 
 The policy update evaluates one energy gradient per example (plus a Hessian-vector product with
-`gradient="mean"`) and never runs the sampler, so its cost does not depend on `policy.sample_steps`.
+`gradient="mean"`) and never runs the sampler, so its cost does not depend on `policy.sample_steps`. With
+`gradient="data"` (the default) the guided path reads `E` and `grad_a E` only at the dataset actions, which is where
+the value step reads `Q_target` too: one batched forward and backward pass of the target ensemble
+(`q_and_action_gradient`) serves the value step, the energy's unit and the policy loss (see `policy_loss`).
 
 Choices where the paper leaves room (derivations on the documentation's maths page, `docs/maths.md`):
 
@@ -27,11 +31,13 @@ Choices where the paper leaves room (derivations on the documentation's maths pa
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_guided_loss
@@ -39,7 +45,7 @@ from rl.data import Transitions
 
 from .base import Scalar, above, at_least, between, check_init, validate
 from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
-from .nets import QEnsemble, ValueNetwork
+from .nets import QEnsemble, ValueNetwork, batch_apply, min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
 from .policies import FLOW_AGENT_RENAMED, FlowPolicyConfig, act, init_flow_policy
 
@@ -52,6 +58,7 @@ __all__ = [
     "guidance_path",
     "init",
     "policy_loss",
+    "q_and_action_gradient",
     "update",
 ]
 
@@ -164,6 +171,35 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
     )
 
 
+def _on_state(policy: MLPVelocity, obs_dim: int) -> Callable[..., Float[Array, " dim"]]:
+    """The velocity `policy(x, t, context[:obs_dim])` of one example, for a context that starts with the state.
+
+    `energy_guided_loss` `vmap`s it over the batch; that `vmap` runs the MLP on the whole batch as matrix products
+    (`rl.agents.nets.batch_apply`, the same numbers), which unlike the per-example form keeps its speed under the
+    trainer's own `vmap` over members (`benchmarks/updates.py --sections 6`).
+    """
+    arrays, static = eqx.partition(policy, eqx.is_array)
+
+    def one(arrays, x, t, context):
+        return eqx.combine(arrays, static)(x, t, context[:obs_dim])
+
+    @custom_vmap
+    def velocity(arrays, x, t, context):
+        return one(arrays, x, t, context)
+
+    @velocity.def_vmap
+    def _(axis_size, in_batched, arrays, x, t, context):
+        arrays_batched, *rest = in_batched
+        if any(jax.tree.leaves(arrays_batched)) or not all(rest):  # not a batch of examples: plain vmap
+            axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched))
+            return jax.vmap(one, in_axes=axes)(arrays, x, t, context), True
+        net = eqx.combine(arrays, static)
+        inputs = jnp.concatenate([x, jax.vmap(net.embed)(t), context[:, :obs_dim]], axis=1)
+        return batch_apply(net.mlp, inputs), True
+
+    return functools.partial(velocity, arrays)
+
+
 def policy_loss(
     policy: MLPVelocity,
     q: QEnsemble,
@@ -174,43 +210,86 @@ def policy_loss(
     config: Config,
     *,
     key: PRNGKeyArray,
+    at_data: tuple[Float[Array, " n"], Float[Array, "n act_dim"]] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
-    """The energy-guided flow-matching loss of the policy on dataset actions, `E(a; s) = -(Q(s, a) - V(s)) / scale`.
+    """The energy-guided flow-matching loss of the policy on dataset actions, `E(a; s) = -(Q(s, a) - V(s)) / scale`
+    with `Q = min_i q_i`.
 
-    The critic is frozen here: its parameters pass through `jax.lax.stop_gradient` before the energy is built, so the
-    gradient of this loss with respect to `q` and `value` is exactly zero.
+    The critic is frozen here: it enters through `jax.lax.stop_gradient`, so the gradient of this loss with respect
+    to `q` and `value` is exactly zero.
+
+    With `gradient="mean"` the guided path evaluates `E` away from the data (at `alpha_t a_data`, with a
+    Hessian-vector product), so it gets `E` as a function that calls `q` on one example. With `gradient="data"` it
+    reads only `E(a_data; s)` and `grad_a E(a_data; s)`: those come from batched passes, `(Q, grad_a Q)` at the data
+    actions from `at_data` (`q_and_action_gradient(q, obs, action)`, which `update` has already computed for the
+    value step and the energy's unit) or computed here, and `V(s)` on the batch. They reach `energy_guided_loss` as
+    the energy's exact first-order expansion at the data action, `E(a_data) + grad_a E . (a - a_data)`, whose
+    per-example coefficients ride in the loss's context beside the state (the policy sees the state only): the same
+    loss, up to float rounding, without evaluating the twin Q once per example and per use.
     """
-    q = stop_gradient(q)
-    value = stop_gradient(value)
     scale = jax.lax.stop_gradient(energy_scale)
+    path = guidance_path(config)
+    if config.gradient == "mean":
+        q = stop_gradient(q)
+        value = stop_gradient(value)
 
-    def energy(a: Float[Array, " act_dim"], s: Float[Array, " obs_dim"]) -> Float[Array, ""]:
-        return -(jnp.min(q(s, a)) - value(s)) / scale
+        def energy(a: Float[Array, " act_dim"], s: Float[Array, " obs_dim"]) -> Float[Array, ""]:
+            return -(jnp.min(q(s, a)) - value(s)) / scale
+
+        loss = energy_guided_loss(
+            policy, path, action, energy, key=key, context=obs, weighted=config.weighted, weight_at=config.weight_at
+        )
+        return loss, {"policy_loss": loss}
+
+    q_data, dq_data = q_and_action_gradient(q, obs, action) if at_data is None else at_data
+    e = -(q_data - state_values(stop_gradient(value), obs)) / scale
+    g = -dq_data / scale
+    obs_dim, act_dim = obs.shape[1], action.shape[1]
+    # per example: [state | E(a_data) | grad_a E(a_data) | a_data]
+    context = jnp.concatenate([obs, jax.lax.stop_gradient(jnp.concatenate([e[:, None], g, action], axis=1))], axis=1)
+
+    def linear_energy(a: Float[Array, " act_dim"], c: Float[Array, " ctx"]) -> Float[Array, ""]:
+        e0, g0, a0 = c[obs_dim], c[obs_dim + 1 : obs_dim + 1 + act_dim], c[obs_dim + 1 + act_dim :]
+        return e0 + jnp.dot(g0, a - a0)
 
     loss = energy_guided_loss(
-        policy,
-        guidance_path(config),
+        _on_state(policy, obs_dim),
+        path,
         action,
-        energy,
+        linear_energy,
         key=key,
-        context=obs,
+        context=context,
         weighted=config.weighted,
         weight_at=config.weight_at,
     )
     return loss, {"policy_loss": loss}
 
 
+def q_and_action_gradient(
+    q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n act_dim"]
+) -> tuple[Float[Array, " n"], Float[Array, "n act_dim"]]:
+    """`min_i Q_i(s, a)` and its gradient in `a`, per example: one batched forward and backward pass, no gradient
+    into the critic."""
+    q = stop_gradient(q)
+    values, pullback = jax.vjp(lambda a: min_q(q, obs, a), action)
+    (grads,) = pullback(jnp.ones_like(values))
+    return values, grads
+
+
 def action_gradient_norm(
     q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n act_dim"]
 ) -> Float[Array, " n"]:
     """`|grad_a min_i Q_i(s, a)|` per example (no gradient into the critic)."""
-    q = stop_gradient(q)
-    grads = jax.vmap(jax.grad(lambda a, s: jnp.min(q(s, a))))(action, obs)
+    _, grads = q_and_action_gradient(q, obs, action)
     return jnp.sqrt(jnp.sum(grads**2, axis=-1))
 
 
 def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
     """One FlowQ update: the IQL critic, the energy's running scale, then the guided flow-matching policy step.
+
+    The energy reads the new `V` and the target `Q` of before the critic's target step: `(Q, grad_a Q)` of the
+    target ensemble at the data actions are computed once, and serve the value step, the energy's unit and the
+    policy loss.
 
     Args:
         state: the current state.
@@ -221,15 +300,18 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
         The new state and scalar diagnostics.
     """
     config = state.config
-    critic, critic_info = update_iql_critic(state.critic, batch, config.critic)
+    q_target = state.critic.q_target
+    q_data, dq_data = q_and_action_gradient(q_target, batch.obs, batch.action)
+    critic, critic_info = update_iql_critic(state.critic, batch, config.critic, q_data=q_data)
     if config.normalize_energy:
-        batch_scale = jnp.maximum(jnp.mean(action_gradient_norm(critic.q_target, batch.obs, batch.action)), 1e-6)
+        batch_scale = jnp.maximum(jnp.mean(jnp.sqrt(jnp.sum(dq_data**2, axis=-1))), 1e-6)
         rate = jnp.where(state.step == 0, 1.0, config.scale_rate)
         energy_scale = jax.lax.stop_gradient((1.0 - rate) * state.energy_scale + rate * batch_scale)
     else:
         energy_scale = state.energy_scale
     (_, policy_info), grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
-        state.policy, critic.q_target, critic.value, batch.obs, batch.action, energy_scale, config, key=key
+        state.policy, q_target, critic.value, batch.obs, batch.action, energy_scale, config, key=key,
+        at_data=(q_data, dq_data),
     )
     policy, policy_opt_state = apply_gradients(
         state.policy, state.policy_opt_state, grads, make_optimizer(config.policy.lr)

@@ -10,8 +10,9 @@
   `tanh` MLP trained by weighted regression `exp(...) |mu(s) - a|^2`.
 
 One `update` is: the critic's value step, its Q step and its target step, then the actor step against the new `V`
-and the (new) target `Q`, as in IQL's reference implementation. The maths is on the documentation's maths page
-(`docs/maths.md`).
+and the target `Q` as it was before the target step, as in IQL's reference implementation: the actor's
+`min_i Q_target,i(s, a)` is the very array the value step regressed on (`critics.data_q_target`, computed once).
+The maths is on the documentation's maths page (`docs/maths.md`).
 
 Two settings of other implementations are options: layer normalisation in the Q and value networks
 (`critic.layer_norm`, as FQL's critics) and the cosine decay of the actor's learning rate (`policy.decay_steps`, as
@@ -31,8 +32,8 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 from rl.data import Transitions
 
 from .base import Scalar, above, at_least, check_init, network_rules, validate
-from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
-from .nets import min_q, state_values
+from .critics import IQLCritic, IQLCriticConfig, data_q_target, init_iql_critic, update_iql_critic
+from .nets import batch_apply, min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
 
 __all__ = [
@@ -146,6 +147,26 @@ class GaussianPolicy(eqx.Module):
         z = (action - self.mean(obs)) * jnp.exp(-log_std)
         return jnp.sum(-0.5 * z**2 - log_std - 0.5 * math.log(2.0 * math.pi))
 
+    def means(self, obs: Float[Array, "n obs_dim"]) -> Float[Array, "n act_dim"]:
+        """`mean` for a batch of states, the network run on the whole batch (`rl.agents.nets.batch_apply`).
+
+        The same numbers as `jax.vmap(self.mean)`; under the trainer's `vmap` over members the per-example form
+        costs about a quarter more on a CPU (`benchmarks/updates.py --sections 6`).
+        """
+        return jnp.tanh(batch_apply(self.net, obs))
+
+    def log_probs(
+        self,
+        obs: Float[Array, "n obs_dim"],
+        action: Float[Array, "n act_dim"],
+        log_std_min: Scalar,
+        log_std_max: Scalar,
+    ) -> Float[Array, " n"]:
+        """`log_prob` for a batch of `(s, a)` pairs (with `means`)."""
+        log_std = jnp.clip(self.log_std, log_std_min, log_std_max)[None, :]
+        z = (action - self.means(obs)) * jnp.exp(-log_std)
+        return jnp.sum(-0.5 * z**2 - log_std - 0.5 * math.log(2.0 * math.pi), axis=-1)
+
 
 class State(eqx.Module):
     """Everything IQL trains, with its config."""
@@ -198,22 +219,27 @@ def actor_loss(
     obs: Float[Array, "n obs_dim"],
     action: Float[Array, "n act_dim"],
     config: Config,
+    *,
+    q_data: Float[Array, " n"] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Array]]:
-    """Advantage-weighted regression on dataset actions; the critic enters only through stop-gradient weights."""
-    q = min_q(stop_gradient(critic.q_target), obs, action)
+    """Advantage-weighted regression on dataset actions; the critic enters only through stop-gradient weights.
+
+    The weights are `exp(temperature (Q - V(s)))` with `V` the critic's value network and `Q = q_data`, the
+    `min_i Q_target,i(s, a)` the value step used (`update` passes it), or `critic.q_target`'s when not given.
+    """
+    q = min_q(stop_gradient(critic.q_target), obs, action) if q_data is None else jax.lax.stop_gradient(q_data)
     v = state_values(stop_gradient(critic.value), obs)
     weights = awr_weights(q, v, temperature=config.temperature, max_weight=config.max_weight)
     if policy.deterministic:
-        fit = -jnp.sum((jax.vmap(policy.mean)(obs) - action) ** 2, axis=-1)
+        fit = -jnp.sum((policy.means(obs) - action) ** 2, axis=-1)
     else:
-        lo, hi = config.policy.log_std_min, config.policy.log_std_max
-        fit = jax.vmap(lambda s, a: policy.log_prob(s, a, lo, hi))(obs, action)
+        fit = policy.log_probs(obs, action, config.policy.log_std_min, config.policy.log_std_max)
     loss = -jnp.mean(weights * fit)
     return loss, {"actor_loss": loss, "adv_mean": jnp.mean(q - v), "weight_mean": jnp.mean(weights)}
 
 
 def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:
-    """One IQL update: value, Q and target network, then the actor (with the new value).
+    """One IQL update: value, Q and target network, then the actor (with the new `V`, the target `Q` of before).
 
     Args:
         state: the current state.
@@ -225,10 +251,12 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
     """
     del key
     config = state.config
-    critic, critic_info = update_iql_critic(state.critic, batch, config.critic)
-    # The actor uses the freshly updated V and the target Q, as in IQL's reference implementation.
+    # min Q_target(s, a) on the batch, before the target step: the value step regresses on it and the actor's
+    # weights read it (the freshly updated V, the target Q of before the Polyak step: IQL's reference order)
+    q_data = data_q_target(state.critic.q_target, batch)
+    critic, critic_info = update_iql_critic(state.critic, batch, config.critic, q_data=q_data)
     (_, actor_info), grads = eqx.filter_value_and_grad(actor_loss, has_aux=True)(
-        state.policy, critic, batch.obs, batch.action, config
+        state.policy, critic, batch.obs, batch.action, config, q_data=q_data
     )
     policy, policy_opt_state = apply_gradients(
         state.policy, state.policy_opt_state, grads, _actor_optimizer(config.policy)
@@ -240,4 +268,4 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
 def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
     """The mean action `tanh(MLP(s))` for each state (deterministic; `key` is unused)."""
     del key
-    return jnp.clip(jax.vmap(state.policy.mean)(obs), -1.0, 1.0)
+    return jnp.clip(state.policy.means(obs), -1.0, 1.0)

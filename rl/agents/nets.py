@@ -2,6 +2,14 @@
 
 Shapes follow one rule: a batch of `n` scalars is `[n]`, never `[n, 1]`. Every hidden layer uses ReLU, optionally
 followed by layer normalisation (`layer_norm=True`: `LayerNormMLP`, as FQL's critics, Park, Li, Levine 2025).
+
+Batched evaluations (`q_values`, `min_q`, `state_values`) run each network on the whole batch as matrix products,
+`x @ W.T + b` on `[n, in]` (`batch_apply`), and the Q ensemble as a `vmap` over its members of those batched
+networks. Calling a network on one example and `jax.vmap`-ing that over the batch computes the same thing, but for
+the ensemble (a `vmap` over the batch of a `vmap` over members) XLA on the CPU then transposes activations and
+gradients between layers: a Q forward and backward pass took 15% longer, and twice as long with layer norm
+(`benchmarks/updates.py --sections 5`). Batched networks also keep their speed under the trainer's own `vmap` over
+members, where per-example ones lose about a quarter (`--sections 6`).
 """
 
 from typing import Literal
@@ -11,7 +19,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["LayerNormMLP", "QEnsemble", "ValueNetwork", "min_q", "mlp", "q_values", "state_values"]
+__all__ = [
+    "LayerNormMLP", "QEnsemble", "ValueNetwork", "batch_apply", "min_q", "mlp", "q_values", "state_values"
+]
 
 
 class LayerNormMLP(eqx.Module):
@@ -97,11 +107,51 @@ class ValueNetwork(eqx.Module):
         return self.net(obs)
 
 
+def _linear(layer: eqx.nn.Linear, x: Float[Array, "n in_size"]) -> Float[Array, "n out_size"]:
+    """`eqx.nn.Linear` on a batch (a `"scalar"` output keeps its axis of size 1 here)."""
+    y = x @ layer.weight.T
+    return y if layer.bias is None else y + layer.bias[None, :]
+
+
+def _layer_norm(norm: eqx.nn.LayerNorm, x: Float[Array, "n width"]) -> Float[Array, "n width"]:
+    """`eqx.nn.LayerNorm` over the last axis of a batch (the same operations, in the same order)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    variance = jnp.maximum(0.0, jnp.var(x, axis=-1, keepdims=True))
+    out = (x - mean) * jax.lax.rsqrt(variance + norm.eps)
+    if norm.use_weight:
+        out = norm.weight[None, :] * out
+    if norm.use_bias:
+        out = out + norm.bias[None, :]
+    return out
+
+
+def batch_apply(net: eqx.nn.MLP | LayerNormMLP, x: Float[Array, "n in_size"]) -> Array:
+    """A network made by `mlp` on a batch `[n, in_size]`: `[n, out_size]`, or `[n]` for a `"scalar"` output.
+
+    The same function as `jax.vmap(net)(x)`, written as matrix products over the batch (elementwise activations).
+    """
+    if isinstance(net, LayerNormMLP):
+        layers, norms, activation = net.mlp.layers, net.norms, jax.nn.relu
+    else:
+        if net.scan:
+            return jax.vmap(net)(x)  # not made by `mlp`; keep equinox's own evaluation
+        layers, norms, activation = net.layers, (None,) * (len(net.layers) - 1), net.activation
+    for layer, norm in zip(layers[:-1], norms):
+        x = activation(_linear(layer, x))
+        if norm is not None:
+            x = _layer_norm(norm, x)
+    out = _linear(layers[-1], x)
+    if isinstance(net, LayerNormMLP):
+        return out[:, 0] if net.mlp.out_size == "scalar" else out
+    return net.final_activation(out[:, 0]) if net.out_size == "scalar" else net.final_activation(out)
+
+
 def q_values(
     q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n act_dim"]
 ) -> Float[Array, "n num_q"]:
-    """Every member's `Q_i(s, a)` for a batch: `[n, num_q]`."""
-    return jax.vmap(q)(obs, action)
+    """Every member's `Q_i(s, a)` for a batch: `[n, num_q]` (each member on the whole batch, see the module doc)."""
+    x = jnp.concatenate([obs, action], axis=-1)
+    return eqx.filter_vmap(lambda net: batch_apply(net, x), out_axes=1)(q.nets)
 
 
 def min_q(q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n act_dim"]) -> Float[Array, " n"]:
@@ -111,4 +161,4 @@ def min_q(q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n 
 
 def state_values(value: ValueNetwork, obs: Float[Array, "n obs_dim"]) -> Float[Array, " n"]:
     """`V(s)` for a batch: `[n]`."""
-    return jax.vmap(value)(obs)
+    return batch_apply(value.net, obs)

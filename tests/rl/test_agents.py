@@ -17,11 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from energyflow import energy_guided_loss
 from rl.agents import flowq, iql, qipo
 from rl.agents.base import at_least, between, check_init, validate
 from rl.agents.critics import (
     IQLCritic,
     IQLCriticConfig,
+    data_q_target,
     expectile_loss,
     init_iql_critic,
     init_softmax_critic,
@@ -29,10 +31,11 @@ from rl.agents.critics import (
     softmax_critic_target,
     softmax_q_value,
     td_target,
+    update_iql_critic,
     value_loss,
 )
 from rl.agents.iql import GaussianPolicyConfig
-from rl.agents.nets import LayerNormMLP, QEnsemble, ValueNetwork, min_q
+from rl.agents.nets import LayerNormMLP, QEnsemble, ValueNetwork, batch_apply, min_q, mlp, q_values, state_values
 from rl.agents.optim import polyak_update
 from rl.agents.policies import FlowPolicyConfig, best_of_n
 from rl.data import Transitions
@@ -156,14 +159,47 @@ def test_iql_q_target_by_hand(batch):
         assert abs(float(target[i]) - expected) < 1e-5
 
 
+def _critic_with_a_distinct_target(config, key):
+    """An IQL critic whose target ensemble differs from its online one (they start equal)."""
+    k1, k2 = jax.random.split(key)
+    critic = init_iql_critic(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=k1)
+    other = QEnsemble(OBS_DIM, ACT_DIM, width=config.width, depth=config.depth, num_q=config.num_q, key=k2)
+    return eqx.tree_at(lambda c: c.q_target, critic, other)
+
+
 def test_iql_value_loss_uses_the_min_of_the_target_ensemble(batch):
     config = IQLCriticConfig(width=8, depth=1, num_q=2, lr=1e-3)
-    critic = init_iql_critic(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(4))
-    loss, _ = value_loss(critic.value, critic.q_target, batch.obs, batch.action, expectile=0.7)
+    critic = _critic_with_a_distinct_target(config, jax.random.key(4))
+    q_data = data_q_target(critic.q_target, batch)
     qs = jax.vmap(critic.q_target)(batch.obs, batch.action)
+    np.testing.assert_allclose(q_data, jnp.min(qs, axis=-1), rtol=1e-5, atol=1e-6)
+    loss, _ = value_loss(critic.value, batch.obs, q_data, expectile=0.7)
     diff = jnp.min(qs, axis=-1) - jax.vmap(critic.value)(batch.obs)
     expected = np.mean(np.where(diff > 0, 0.7, 0.3) * np.asarray(diff) ** 2)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    # the critic step computes the same q_data itself when not given it, from the target (not the online) ensemble
+    _, info = update_iql_critic(critic, batch, config)
+    np.testing.assert_allclose(float(info["value_loss"]), expected, rtol=1e-5)
+    online = value_loss(critic.value, batch.obs, min_q(critic.q, batch.obs, batch.action), expectile=0.7)[0]
+    assert abs(float(online) - expected) > 1e-3 * expected
+
+
+def test_iql_actor_weights_read_the_target_q_of_the_value_step(batch):
+    """IQL's reference order: the actor's advantage is min Q_target(s, a) from *before* the Polyak step (the array the
+    value step regressed on) minus the *new* V(s). A large tau makes the target after the step clearly different."""
+    config = dataclasses.replace(TINY["iql"], critic=dataclasses.replace(CRITIC, tau=0.5))
+    state = iql.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(40))
+    state = dataclasses.replace(state, critic=_critic_with_a_distinct_target(config.critic, jax.random.key(41)))
+    new, info = eqx.filter_jit(iql.update)(state, batch, key=jax.random.key(0))
+    v_new = state_values(new.critic.value, batch.obs)
+    before = jnp.mean(data_q_target(state.critic.q_target, batch) - v_new)
+    after = jnp.mean(data_q_target(new.critic.q_target, batch) - v_new)
+    np.testing.assert_allclose(float(info["adv_mean"]), float(before), rtol=1e-5, atol=1e-6)
+    assert abs(float(before) - float(after)) > 1e-2
+    # the actor's step is the gradient of actor_loss against the new critic with that q_data
+    q_data = data_q_target(state.critic.q_target, batch)
+    loss, _ = iql.actor_loss(state.policy, new.critic, batch.obs, batch.action, config, q_data=q_data)
+    np.testing.assert_allclose(float(info["actor_loss"]), float(loss), rtol=1e-5)
 
 
 def test_softmax_q_value_limits():
@@ -312,11 +348,15 @@ def test_flowq_policy_loss_does_not_train_the_critic(batch, gradient):
 
 def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
     """The first update sets the energy's unit to the batch mean of |grad_a min Q_target(s, a_data)|, so that the
-    guided mean moves by at most ~0.15 beta action units whatever the reward scale."""
-    config = TINY["flowq"]
+    guided mean moves by at most ~0.15 beta action units whatever the reward scale; Q_target is the target ensemble
+    of before the critic's Polyak step (the one the value step used; tau = 0.5 makes the two far apart)."""
+    config = dataclasses.replace(TINY["flowq"], critic=dataclasses.replace(CRITIC, tau=0.5))
     state = flowq.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(23))
+    state = dataclasses.replace(state, critic=_critic_with_a_distinct_target(config.critic, jax.random.key(25)))
     new, info = eqx.filter_jit(flowq.update)(state, batch, key=jax.random.key(24))
-    q = new.critic.q_target
+    after = float(jnp.mean(flowq.action_gradient_norm(new.critic.q_target, batch.obs, batch.action)))
+    assert abs(after - float(new.energy_scale)) > 1e-3 * after
+    q = state.critic.q_target
     by_hand = []
     for i in range(BATCH):
         g = jax.grad(lambda a: jnp.min(q(batch.obs[i], a)))(batch.action[i])
@@ -329,6 +369,53 @@ def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
     norms = [flowq.action_gradient_norm(m, batch.obs, batch.action) for m in (q10, q)]
     ratio = norms[0] / norms[1]
     np.testing.assert_allclose(ratio, np.full(BATCH, 10.0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("weight_at", ["endpoint", "t"])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_flowq_policy_loss_data_path_equals_the_energy_evaluated_per_example(batch, weighted, weight_at):
+    """With gradient="data" the loss feeds energyflow the first-order expansion of E at the data actions, built from
+    batched passes of the critic; it must equal the loss with E evaluated per example through the critic."""
+    config = dataclasses.replace(TINY["flowq"], beta=5.0, weighted=weighted, weight_at=weight_at)
+    state = flowq.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(26))
+    critic = _critic_with_a_distinct_target(config.critic, jax.random.key(27))
+    q, value, scale, key = critic.q_target, critic.value, jnp.asarray(0.7), jax.random.key(28)
+
+    def energy(a, s):
+        return -(jnp.min(q(s, a)) - value(s)) / scale
+
+    def per_example(policy):
+        return energy_guided_loss(policy, flowq.guidance_path(config), batch.action, energy, key=key,
+                                  context=batch.obs, weighted=weighted, weight_at=weight_at)
+
+    def batched(policy):
+        return flowq.policy_loss(policy, q, value, batch.obs, batch.action, scale, config, key=key)[0]
+
+    np.testing.assert_allclose(float(batched(state.policy)), float(per_example(state.policy)), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(eqx.filter_grad(batched)(state.policy)),
+                    jax.tree.leaves(eqx.filter_grad(per_example)(state.policy))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # update's precomputed (Q, grad_a Q) give the same loss
+    at_data = flowq.q_and_action_gradient(q, batch.obs, batch.action)
+    loss, _ = flowq.policy_loss(state.policy, q, value, batch.obs, batch.action, scale, config, key=key,
+                                at_data=at_data)
+    np.testing.assert_allclose(float(loss), float(batched(state.policy)), rtol=1e-6)
+
+
+def test_flowq_policy_reads_the_target_q_of_the_value_step(batch):
+    """FlowQ's energy uses the new V and the target Q of before the Polyak step, as IQL's actor does."""
+    config = dataclasses.replace(TINY["flowq"], critic=dataclasses.replace(CRITIC, tau=0.5))
+    state = flowq.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(29))
+    state = dataclasses.replace(state, critic=_critic_with_a_distinct_target(config.critic, jax.random.key(30)))
+    key = jax.random.key(31)
+    new, info = eqx.filter_jit(flowq.update)(state, batch, key=key)
+
+    def loss_with(q):
+        return flowq.policy_loss(state.policy, q, new.critic.value, batch.obs, batch.action, new.energy_scale, config,
+                                 key=key)[0]
+
+    np.testing.assert_allclose(float(info["policy_loss"]), float(loss_with(state.critic.q_target)), rtol=1e-5)
+    assert abs(float(loss_with(new.critic.q_target)) - float(info["policy_loss"])) > 1e-4
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -488,6 +575,22 @@ def test_layer_norm_mlp_normalises_every_hidden_layer():
                          replace_fn=lambda w: 7.0 * w)
     np.testing.assert_allclose(float(scaled(x)), float(net(x)), rtol=1e-4)
     assert not np.isclose(float(scaled.mlp(x)), float(net.mlp(x)), rtol=1e-2)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_batched_evaluations_equal_the_per_example_networks(layer_norm):
+    """`q_values`, `state_values` and `batch_apply` run the networks on the whole batch as matrix products; they
+    compute what calling each network on one example does (up to float rounding), for every ensemble member."""
+    k = jax.random.split(jax.random.key(42), 5)
+    obs, action = jax.random.normal(k[0], (16, OBS_DIM)), jax.random.normal(k[1], (16, ACT_DIM))
+    q = QEnsemble(OBS_DIM, ACT_DIM, width=16, depth=3, num_q=3, layer_norm=layer_norm, key=k[2])
+    q = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(k[4], x.shape) if eqx.is_inexact_array(x) else x, q)
+    value = ValueNetwork(OBS_DIM, width=16, depth=2, layer_norm=layer_norm, key=k[3])
+    net = mlp(OBS_DIM, ACT_DIM, width=16, depth=2, layer_norm=layer_norm, key=k[3])
+    assert q_values(q, obs, action).shape == (16, 3)
+    np.testing.assert_allclose(q_values(q, obs, action), jax.vmap(q)(obs, action), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(state_values(value, obs), jax.vmap(value)(obs), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batch_apply(net, obs), jax.vmap(net)(obs), rtol=1e-5, atol=1e-5)
 
 
 def test_softmax_critic_and_value_network_take_layer_norm():
