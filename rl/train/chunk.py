@@ -4,7 +4,8 @@
   batch of random indices inside `jit` and calls the agent's pure `update`. Python sees the loop once per chunk.
 - Several *members* train together (the seeds, times the values of a sweep: `rl.train.sweep`): `init` and the
   scanned chunk are `vmap`ped over members, so they share one compiled program, each with its own RNG stream. A
-  sweep's values ride along as per-member arrays (`Carry.hparams`) that each update reads as traced numbers.
+  sweep's values ride along as per-member arrays (`Carry.hparams`) that each update reads as traced numbers. A
+  single member runs without the member axis (the same numbers; XLA's CPU kernels are faster without it).
 - With more than one device, either the members are spread over the devices (`"members"` mesh: each device trains
   its share, no communication at all) or, for a single member, training is data-parallel (`"data"` mesh: each
   batch sharded along its leading axis, parameters and optimiser states replicated, the gradient mean becomes an
@@ -191,9 +192,17 @@ def make_chunk_fn(
         # the members always train together, so they share one step (every agent state has one, see
         # rl.agents.base; `init_carry` stacks equal ones): take the first
         step = carry.agent.step[0]
-        carry, infos = eqx.filter_vmap(run_member, in_axes=(eqx.if_array(0), None, None, None))(
-            carry, step, data, length
-        )
+        if carry.key.shape[0] == 1:
+            # one member: run it without the member axis, then put the axis back. A vmap of width one computes the
+            # same numbers, but XLA's CPU kernels handle the extra batch dimension less well (weights copied to
+            # feed batched products, reductions such as layer norm ~3x slower; `benchmarks/updates.py --sections 6`)
+            one = jax.tree.map(lambda x: x[0] if eqx.is_array(x) else x, carry)
+            one, infos = run_member(one, step, data, length)
+            carry, infos = jax.tree.map(lambda x: x[None] if eqx.is_array(x) else x, (one, infos))
+        else:
+            carry, infos = eqx.filter_vmap(run_member, in_axes=(eqx.if_array(0), None, None, None))(
+                carry, step, data, length
+            )
         if carry_sharding is not None:
             dynamic, static = eqx.partition(carry, eqx.is_array)
             dynamic = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, carry_sharding), dynamic)
