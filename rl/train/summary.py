@@ -117,8 +117,9 @@ class Sitting:
                 self.sittings = list(json.loads(self.path.read_text())["sittings"])
             except (ValueError, KeyError, TypeError):
                 self.sittings = [{"damaged": True}]  # counted as unknown rather than silently as zero
+        # the code this process runs, read when it starts (the checkout may change while it trains)
         self.entry = {"started": _utc_now(), "from_step": step, "to_step": step, "seconds": 0.0,
-                      "device": _device_kind()}
+                      "device": _device_kind(), "code_version": code_version()}
         self.sittings.append(self.entry)
         self._t0 = time.perf_counter()
 
@@ -140,7 +141,9 @@ def _device_kind() -> str:
 
 @functools.cache
 def code_version() -> str | None:
-    """`git describe --always --dirty` of the checkout holding the `rl` package, or None (no git, not a checkout)."""
+    """`git describe --always --dirty` of the checkout holding the `rl` package, or None (no git, not a checkout).
+
+    Read once per process (cached), first when a run starts: the version of the code the process imported."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
@@ -248,7 +251,7 @@ def build_summary(
         "wall_time_s": _wall_time(sittings),
         "sittings": sittings,
         "machine": machine(),
-        "code_version": code_version(),
+        "code_version": _first_code_version(sittings),
         "config": saved,
         **({"sweep": origin} if origin is not None else {}),
     }
@@ -268,6 +271,14 @@ def _sittings(run_dir: Path) -> list[dict[str, Any]]:
         if path.is_file():
             out += [{**entry, "process": index} for entry in json.loads(path.read_text())["sittings"]]
     return out
+
+
+def _first_code_version(sittings: list[dict[str, Any]]) -> str | None:
+    """The code version the run started with (each sitting records its own; older runs' sittings do not)."""
+    for x in sittings:
+        if "code_version" in x:
+            return x["code_version"]
+    return code_version()
 
 
 def _wall_time(sittings: list[dict[str, Any]]) -> float:

@@ -147,3 +147,15 @@ def test_resume_refuses_other_data(tmp_path, tiny_hopper):
     with pytest.raises(ValueError, match="not the one the run began with"):
         trainer.resume(tmp_path / "run", steps=20, dataset=reversed_data)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["steps"] == 10  # nothing written
+
+
+def test_the_summary_keeps_the_code_version_a_run_started_with(tmp_path):
+    """Each sitting records the code version its process started with; the summary reports the first sitting's, not
+    the checkout's at the end (which may have moved on while the run trained)."""
+    from rl.train.summary import Sitting, _first_code_version, code_version
+
+    sitting = Sitting(tmp_path, 0, resume=False)
+    sitting.update(10)
+    saved = json.loads((tmp_path / "sittings.json").read_text())["sittings"]
+    assert saved[0]["code_version"] == code_version()
+    assert _first_code_version([{"seconds": 1.0, "code_version": "abc1234"}, {"code_version": "def5678"}]) == "abc1234"
