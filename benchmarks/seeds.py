@@ -50,6 +50,23 @@ def timed(fn, *args):
     return out, time.perf_counter() - start
 
 
+def alternate(chunk, data, updates, rounds, one, many, n):
+    """Time `one` (a one-member carry) and `many` (n members) in alternation, `rounds` times, `updates` per chunk.
+
+    Returns the advanced carries, the best seconds per update of each, their ratio `many / (n x one)` and the median
+    of the paired ratios.
+    """
+    t_one, t_many = [], []
+    for _ in range(rounds):
+        one, dt = timed(lambda c: chunk(c, data, updates)[0], one)
+        t_one.append(dt / updates)
+        many, dt = timed(lambda c: chunk(c, data, updates)[0], many)
+        t_many.append(dt / updates)
+    single, together = min(t_one), min(t_many)
+    paired = statistics.median(m / (n * o) for o, m in zip(t_one, t_many, strict=True))
+    return one, many, single, together, together / (n * single), paired
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", choices=AGENTS, default="flowq")
@@ -89,15 +106,7 @@ def main(argv=None):
     rows = []
     for n in ns:
         many, compile_many = prepare(n) if n > 1 else (one, compile_one)
-        t_one, t_many = [], []
-        for _ in range(args.rounds):
-            one, dt = timed(lambda c: chunk(c, data, args.updates)[0], one)
-            t_one.append(dt / args.updates)
-            many, dt = timed(lambda c: chunk(c, data, args.updates)[0], many)
-            t_many.append(dt / args.updates)
-        single, together = min(t_one), min(t_many)
-        ratio = together / (n * single)
-        paired = statistics.median(m / (n * o) for o, m in zip(t_one, t_many, strict=True))
+        one, many, single, together, ratio, paired = alternate(chunk, data, args.updates, args.rounds, one, many, n)
         rows.append((n, single, together, ratio, paired))
         print(
             f"{n:>3} {1e3 * single:>14.2f} {1e3 * together:>17.2f} {1e3 * together / n:>9.2f} "

@@ -19,7 +19,6 @@ The 1 × 1 row times a plain run against itself (its distance from 1.00 is the n
 import argparse
 import os
 import platform
-import statistics
 
 import jax
 
@@ -27,7 +26,7 @@ from rl.agents import AGENTS, get_agent
 from rl.train import chunk as trainer
 from rl.train.sweep import members_of, parse_sweep
 
-from seeds import synthetic_dataset, timed  # noqa: E402  (benchmarks/ is the script's directory)
+from seeds import alternate, synthetic_dataset, timed  # noqa: E402  (benchmarks/ is the script's directory)
 
 
 def main(argv=None):
@@ -73,15 +72,7 @@ def main(argv=None):
     for n_values, n_seeds in rows_wanted:
         n = n_values * n_seeds
         many, compile_many = prepare(n_values, n_seeds) if n > 1 else (one, compile_one)
-        t_one, t_many = [], []
-        for _ in range(args.rounds):
-            one, dt = timed(lambda c: chunk(c, data, args.updates)[0], one)
-            t_one.append(dt / args.updates)
-            many, dt = timed(lambda c: chunk(c, data, args.updates)[0], many)
-            t_many.append(dt / args.updates)
-        single, together = min(t_one), min(t_many)
-        ratio = together / (n * single)
-        paired = statistics.median(m / (n * o) for o, m in zip(t_one, t_many, strict=True))
+        one, many, single, together, ratio, paired = alternate(chunk, data, args.updates, args.rounds, one, many, n)
         rows.append((n_values, n_seeds, single, together, ratio, paired))
         print(
             f"{f'{n_values} x {n_seeds}':>14} {n:>3} {1e3 * single:>13.2f} {1e3 * together:>13.2f} "

@@ -26,7 +26,7 @@ from rl.agents.nets import min_q, state_values
 from rl.data import Normalizer, load_named
 from rl.train import checkpoint, load_run_config, seed_state
 from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo
-from rl.train.loop import shapes_of
+from rl.train.checkpoint import shapes_of
 
 
 def effective_fraction(log_w: np.ndarray) -> float:

@@ -7,8 +7,9 @@
 - `python -m rl.train` is the command line (`rl.train.cli`); with no arguments it runs the built-in demo.
 
 Modules: `config` (RunConfig, TrainConfig, dataclass <-> command line <-> JSON), `chunk` (the compiled updates),
-`sweep` (members and swept values), `checkpoint` (verified checkpoints), `logs`, `evaluators`, `summary` (what a finished run keeps for the
-results ledger), `loop`, `policy`, `demo`, `cli`.
+`sweep` (members and swept values), `checkpoint` (verified checkpoints and the shapes they must fit), `logs`,
+`evaluators`, `summary` (what a finished run keeps for the results ledger), `divergence` (the guard's error and
+hints), `distributed` (several processes), `loop`, `policy`, `demo`, `cli`.
 """
 
 from .checkpoint import CorruptCheckpointError as CorruptCheckpointError

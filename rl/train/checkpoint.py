@@ -21,13 +21,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import numpy as np
 
-from .chunk import Carry
+from .chunk import Carry, init_carry
+from .sweep import Member
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -36,7 +38,9 @@ __all__ = [
     "has_checkpoint",
     "load",
     "read_header",
+    "same_shapes",
     "save",
+    "shapes_of",
 ]
 
 CHECKPOINT_FILE = "checkpoint.eqx"
@@ -180,3 +184,44 @@ def _read(path: Path, offset: int, like: Carry) -> tuple[Carry, int]:
             "shapes or by another agent."
         ) from None
     return Carry(agent=tree["agent"], key=jax.random.wrap_key_data(tree["key"])), int(tree["step"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What a checkpoint must fit
+
+
+def shapes_of(
+    agent_name: str,
+    agent_config: Any,
+    seeds: tuple[int, ...],
+    info: Any,
+    sweep: tuple = (),
+    *,
+    members: Sequence[Member] | None = None,
+) -> Carry:
+    """The carry's structure (shape structs, no computation) for a config: what a checkpoint must fit.
+
+    `members` (default: all of the config's) restricts it to some members, e.g. one process's share.
+    """
+    from rl.agents import get_agent
+
+    from .config import RunConfig
+
+    every = RunConfig(agent=agent_name, dataset="-", seeds=seeds, agent_config=agent_config, sweep=sweep).members
+    members = every if members is None else [every[m.index] for m in members]
+    return eqx.filter_eval_shape(
+        init_carry, get_agent(agent_name), agent_config, members, obs_dim=info.obs_dim, act_dim=info.act_dim
+    )
+
+
+def _array_layout(carry: Carry) -> list[tuple[str, tuple[int, ...], Any]]:
+    # paths, shapes and dtypes of the arrays; static fields (the config itself) are not part of it
+    leaves = jax.tree_util.tree_leaves_with_path(
+        eqx.filter(carry, lambda x: isinstance(x, jax.ShapeDtypeStruct) or eqx.is_array(x))
+    )
+    return [(jax.tree_util.keystr(p), tuple(x.shape), x.dtype) for p, x in leaves]
+
+
+def same_shapes(a: Carry, b: Carry) -> bool:
+    """Whether two carries (or their shape structs) hold arrays of the same paths, shapes and dtypes."""
+    return _array_layout(a) == _array_layout(b)

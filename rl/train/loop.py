@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import numpy as np
 
@@ -46,8 +45,10 @@ from rl.agents import get_agent
 from rl.data import Normalizer, OfflineDataset, load_named
 
 from . import checkpoint as ckpt
+from .checkpoint import same_shapes, shapes_of
 from .chunk import Carry, init_carry, make_chunk_fn, make_mesh, member_state, nonfinite_leaves, place_carry, replicate
 from .config import CONFIG_FILE, RunConfig, load_run_config, write_json_atomic
+from .divergence import DivergenceError, first_nonfinite, lr_hint
 from .distributed import barrier, is_main, process_dirs, share, state_dir, trained_by
 from .sweep import Member, check_sweep, hparams_of
 from .fields import dotted_fields
@@ -56,10 +57,6 @@ from .logs import SeedLog
 from .summary import SUMMARY_FILE, EpisodeLog, Sitting, dataset_fingerprint, write_summary
 
 __all__ = ["DivergenceError", "TrainResult", "resume", "shapes_of", "train"]
-
-
-class DivergenceError(RuntimeError):
-    """A run stopped because a diagnostic, a parameter, an optimiser state or an evaluation became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -145,38 +142,6 @@ def train(config: RunConfig, run_dir: str | os.PathLike, *, dataset: OfflineData
     return _run(config, run_dir, dataset, normalizer, fingerprint, resume=False)
 
 
-def shapes_of(
-    agent_name: str,
-    agent_config: Any,
-    seeds: tuple[int, ...],
-    info: DatasetInfo,
-    sweep: tuple = (),
-    *,
-    members: Sequence[Member] | None = None,
-) -> Carry:
-    """The carry's structure (shape structs, no computation) for a config: what a checkpoint must fit.
-
-    `members` (default: all of the config's) restricts it to some members, e.g. one process's share.
-    """
-    every = RunConfig(agent=agent_name, dataset="-", seeds=seeds, agent_config=agent_config, sweep=sweep).members
-    members = every if members is None else [every[m.index] for m in members]
-    return eqx.filter_eval_shape(
-        init_carry, get_agent(agent_name), agent_config, members, obs_dim=info.obs_dim, act_dim=info.act_dim
-    )
-
-
-def _array_layout(carry: Carry) -> list[tuple[str, tuple[int, ...], Any]]:
-    # paths, shapes and dtypes of the arrays; static fields (the config itself) are not part of it
-    leaves = jax.tree_util.tree_leaves_with_path(
-        eqx.filter(carry, lambda x: isinstance(x, jax.ShapeDtypeStruct) or eqx.is_array(x))
-    )
-    return [(jax.tree_util.keystr(p), tuple(x.shape), x.dtype) for p, x in leaves]
-
-
-def _same_shapes(a: Carry, b: Carry) -> bool:
-    return _array_layout(a) == _array_layout(b)
-
-
 def resume(
     run_dir: str | os.PathLike,
     *,
@@ -230,7 +195,7 @@ def resume(
         raise ValueError(f"--agent.{swept[0]} is swept by this run (its values are {dict(config.sweep)[swept[0]]}); "
                          "a resumed sweep keeps its values.")
     like = shapes_of(config.agent, new_agent, config.seeds, info, config.sweep, members=mine)
-    if new_agent != config.agent_config and not _same_shapes(
+    if new_agent != config.agent_config and not same_shapes(
         like, shapes_of(config.agent, config.agent_config, config.seeds, info, config.sweep, members=mine)
     ):
         changed = _changed(config.agent_config, new_agent)
@@ -282,24 +247,6 @@ def _changed(old: Any, new: Any) -> dict[str, Any]:
 
 def _next_stop(step: int, total: int, every: int) -> int:
     return total if every == 0 else min(total, (step // every + 1) * every)
-
-
-def _first_nonfinite(infos: dict[str, np.ndarray]) -> tuple[int, int, dict[str, float]] | None:
-    """`(member index, update index, {name: value})` of the earliest update with a non-finite diagnostic, or None."""
-    bad = {name: ~np.isfinite(values) for name, values in infos.items()}
-    hits = [np.argwhere(b) for b in bad.values() if b.any()]
-    if not hits:
-        return None
-    where = np.concatenate(hits)
-    seed_idx, upd = where[np.lexsort((where[:, 0], where[:, 1]))[0]]
-    values = {name: float(infos[name][seed_idx, upd]) for name, b in bad.items() if b[seed_idx, upd]}
-    return int(seed_idx), int(upd), values
-
-
-def _lr_hint(config: RunConfig, run_dir: Path) -> str:
-    lrs = [k for k in dotted_fields(config.agent_config) if k == "lr" or k.endswith(".lr")]
-    options = " ".join(f"--agent.{k}=..." for k in lrs) or "--agent.FIELD=..."
-    return f"python -m rl.train --resume {run_dir} {options} (a smaller learning rate), or start a run with other settings"
 
 
 def _run(
@@ -380,7 +327,7 @@ def _run(
             else "No state was saved"
         )
         return DivergenceError(
-            f"training diverged at step {at}: {what}. {where}; continue with {_lr_hint(config, run_dir)}."
+            f"training diverged at step {at}: {what}. {where}; continue with {lr_hint(config, run_dir)}."
         )
 
     def evaluate_all(c: Carry, at: int, final: bool) -> None:
@@ -423,7 +370,7 @@ def _run(
                 timings["first_call_s"] = elapsed
             else:
                 chunk_times.append((elapsed, length))
-            bad = _first_nonfinite(infos)
+            bad = first_nonfinite(infos)
             if bad is not None:
                 index, upd, values = bad
                 named = ", ".join(f"{k} = {v}" for k, v in values.items())

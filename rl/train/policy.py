@@ -29,7 +29,7 @@ from .distributed import share, state_dir, trained_by
 from .config import load_run_config
 from .fields import config_to_dict
 from .evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator
-from .loop import shapes_of
+from .checkpoint import shapes_of
 
 __all__ = ["EVALUATIONS_FILE", "RunPolicy", "evaluate_run", "load_policy"]
 
