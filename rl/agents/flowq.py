@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_guided_loss
+from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_guided_loss, energy_weighted_loss
 from rl.data import Transitions
 
 from .base import Scalar, above, at_least, between, check_init, validate
@@ -86,6 +86,13 @@ class Config:
     # mixture of guided conditionals ends exactly at pi_beta exp(beta Q / scale)) or "t" (softmax(log Z_t) at each
     # example's time, which under-tilts; see docs/efm-vs-guided.md)
     weight_at: Literal["endpoint", "t"] = "endpoint"
+    # the unit of the endpoint weights: "energy": softmax(-beta E) = softmax(beta A / scale), the guided path's own
+    # tilt, so beta sets both (on halfcheetah-medium scale ~4, i.e. 0.7 per unit of Q where IQL's temperature is 3);
+    # "q": softmax(temperature A), IQL's unit, and beta then only bends the paths between noise and data (with
+    # sigma_min = 0 the flow still ends exactly at pi_beta exp(temperature A), `energyflow.energy_weighted_loss`)
+    weight_unit: Literal["energy", "q"] = "energy"
+    # inverse temperature of the endpoint weights per unit of the (reward-scaled) Q, with weight_unit="q"
+    temperature: float = 3.0
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)
     sigma_min: float = 0.0
     # divide the energy by a running mean of |grad_a Q(s, a_data)| (beta then does not depend on the reward scale,
@@ -106,8 +113,14 @@ class Config:
                 "lambda_power": above(0.0),
                 "sigma_min": between(0.0, 1.0, open_hi=True),
                 "scale_rate": between(0.0, 1.0, open_lo=True),
+                "temperature": at_least(0.0),
             },
         )
+        if self.weight_unit == "q" and not (self.weighted and self.weight_at == "endpoint"):
+            raise ValueError(
+                "weight_unit='q' sets the endpoint weights, so it needs weighted=True and weight_at='endpoint'; got "
+                f"weighted={self.weighted}, weight_at={self.weight_at!r}"
+            )
 
     @classmethod
     def tiny(cls) -> "Config":
@@ -236,9 +249,7 @@ def policy_loss(
         def energy(a: Float[Array, " act_dim"], s: Float[Array, " obs_dim"]) -> Float[Array, ""]:
             return -(jnp.min(q(s, a)) - value(s)) / scale
 
-        loss = energy_guided_loss(
-            policy, path, action, energy, key=key, context=obs, weighted=config.weighted, weight_at=config.weight_at
-        )
+        loss = _guided_loss(policy, path, action, energy, obs, scale, config, key=key)
         return loss, {"policy_loss": loss}
 
     q_data, dq_data = q_and_action_gradient(q, obs, action) if at_data is None else at_data
@@ -252,17 +263,30 @@ def policy_loss(
         e0, g0, a0 = c[obs_dim], c[obs_dim + 1 : obs_dim + 1 + act_dim], c[obs_dim + 1 + act_dim :]
         return e0 + jnp.dot(g0, a - a0)
 
-    loss = energy_guided_loss(
-        _on_state(policy, obs_dim),
-        path,
-        action,
-        linear_energy,
-        key=key,
-        context=context,
-        weighted=config.weighted,
-        weight_at=config.weight_at,
-    )
+    loss = _guided_loss(_on_state(policy, obs_dim), path, action, linear_energy, context, scale, config, key=key)
     return loss, {"policy_loss": loss}
+
+
+def _guided_loss(
+    velocity: Callable[..., Float[Array, " dim"]],
+    path: GuidedGaussianPath,
+    action: Float[Array, "n act_dim"],
+    energy: Callable[..., Float[Array, ""]],
+    context: Float[Array, "n ctx"],
+    scale: Float[Array, ""],
+    config: Config,
+    *,
+    key: PRNGKeyArray,
+) -> Float[Array, ""]:
+    """The regression on the guided path, weighted as `config` says (`weight_unit="q"`: EFM's endpoint weights
+    `softmax(temperature A)`, i.e. `softmax(-temperature scale E)` since `E = -A / scale`)."""
+    if config.weight_unit == "q":
+        return energy_weighted_loss(
+            velocity, path, action, energy, beta=config.temperature * scale, key=key, context=context
+        )
+    return energy_guided_loss(
+        velocity, path, action, energy, key=key, context=context, weighted=config.weighted, weight_at=config.weight_at
+    )
 
 
 def q_and_action_gradient(

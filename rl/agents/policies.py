@@ -10,13 +10,14 @@ import dataclasses
 from collections.abc import Callable
 from typing import Literal, Protocol, runtime_checkable
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from energyflow import MLPVelocity
 from energyflow import sample as flow_sample
 
-from .base import at_least, network_rules, validate
+from .base import Scalar, at_least, network_rules, validate
 from .nets import QEnsemble, min_q
 
 __all__ = [
@@ -47,6 +48,9 @@ class FlowPolicyConfig:
     solver: Literal["euler", "heun", "midpoint", "tsit5"] = "euler"
     # best-of-N by min Q at evaluation (1 = plain sampling)
     best_of_n: int = 1
+    # scale of the starting noise a_0 ~ noise * N(0, I) when acting: 1 samples the flow; 0 gives one deterministic
+    # action per state (the image of the origin); in between a narrower draw. Training draws are never scaled
+    noise: float = 1.0
 
     def __post_init__(self):
         validate(
@@ -55,8 +59,13 @@ class FlowPolicyConfig:
                 **network_rules(),
                 "sample_steps": at_least(1),
                 "best_of_n": at_least(1),
+                "noise": at_least(0.0),
             },
         )
+        if self.best_of_n > 1 and self.noise == 0:
+            raise ValueError(
+                f"best_of_n={self.best_of_n} needs noise > 0: with noise=0 every candidate is the same action"
+            )
 
 
 def init_flow_policy(config: FlowPolicyConfig, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> MLPVelocity:
@@ -71,12 +80,15 @@ def sample_flow_actions(
     key: PRNGKeyArray,
     steps: int,
     solver: str = "euler",
+    noise: Scalar = 1.0,
 ) -> Float[Array, "n act_dim"]:
     """One action per state from a conditional flow policy `v(a_t, t, s)`: the `energyflow` ODE from noise, clipped.
 
-    The cost is `steps` evaluations of the policy on the batch.
+    The ODE starts at `a_0 = noise * N(0, I)` (`noise = 1`: a sample of the flow). The cost is `steps` evaluations
+    of the policy on the batch.
     """
-    actions = flow_sample(policy, key, obs.shape[0], dim=policy.dim, context=obs, solver=solver, steps=steps)
+    start = noise * jax.random.normal(key, (obs.shape[0], policy.dim))
+    actions = flow_sample(policy, None, start, context=obs, solver=solver, steps=steps)
     return jnp.clip(actions, -1.0, 1.0)
 
 
@@ -144,7 +156,8 @@ class FlowAgentState(Protocol):
 
 
 def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
-    """Actions by ODE sampling of the flow policy (`policy.sample_steps` steps of `policy.solver`), in `[-1, 1]`.
+    """Actions by ODE sampling of the flow policy (`policy.sample_steps` steps of `policy.solver`, starting noise
+    scaled by `policy.noise`), in `[-1, 1]`.
 
     With `policy.best_of_n = N > 1`, `N` actions are drawn per state and the one with the highest `min_i Q_i(s, a)`
     of the online critic is kept.
@@ -160,7 +173,9 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
     config = state.config.policy
 
     def propose(k, s):
-        return sample_flow_actions(state.policy, s, key=k, steps=config.sample_steps, solver=config.solver)
+        return sample_flow_actions(
+            state.policy, s, key=k, steps=config.sample_steps, solver=config.solver, noise=config.noise
+        )
 
     def score(s, a):
         return min_q(state.critic.q, s, a)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import energyflow
 from energyflow import energy_guided_loss
 from rl.agents import flowq, iql, qipo
 from rl.agents.base import at_least, between, check_init, validate
@@ -346,6 +347,30 @@ def test_flowq_policy_loss_does_not_train_the_critic(batch, gradient):
     assert float(l0[0]) != float(l1[0])
 
 
+@pytest.mark.parametrize("gradient", ["data", "mean"])
+def test_flowq_weights_in_units_of_q(batch, gradient):
+    """weight_unit="q" weights by softmax(temperature A) whatever the energy's unit: with temperature = beta / scale
+    it is the energy-unit loss again, with temperature 0 the unweighted one, and the path's beta still guides."""
+    base = dataclasses.replace(TINY["flowq"], gradient=gradient, beta=2.0)
+    state = flowq.init(base, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(27))
+    critic: IQLCritic = state.critic
+    # a critic with visibly different advantages, so that the weights matter
+    q = jax.tree.map(lambda x: 3.0 * x if eqx.is_inexact_array(x) else x, critic.q)
+    scale = jnp.asarray(0.4)
+
+    def loss(config):
+        out = flowq.policy_loss(state.policy, q, critic.value, batch.obs, batch.action, scale, config,
+                                key=jax.random.key(28))
+        return float(out[0])
+
+    in_q = dataclasses.replace(base, weight_unit="q", temperature=2.0 / 0.4)
+    np.testing.assert_allclose(loss(in_q), loss(base), rtol=1e-5)
+    flat = dataclasses.replace(base, weight_unit="q", temperature=0.0)
+    np.testing.assert_allclose(loss(flat), loss(dataclasses.replace(base, weighted=False)), rtol=1e-5)
+    assert abs(loss(dataclasses.replace(in_q, temperature=20.0)) - loss(in_q)) > 1e-4 * loss(in_q)
+    assert abs(loss(dataclasses.replace(in_q, beta=0.0)) - loss(in_q)) > 1e-4 * loss(in_q)
+
+
 def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
     """The first update sets the energy's unit to the batch mean of |grad_a min Q_target(s, a_data)|, so that the
     guided mean moves by at most ~0.15 beta action units whatever the reward scale; Q_target is the target ensemble
@@ -528,6 +553,34 @@ def test_act_shapes_and_range(trained):
         assert float(jnp.mean(q_best)) >= float(jnp.mean(q_one)) - 1e-6
 
 
+def test_act_noise_scales_the_start_of_the_flow(trained):
+    name, module, _, state, _, _ = trained
+    if name == "iql":
+        pytest.skip("the Gaussian policy has no flow")
+    obs = jax.random.normal(jax.random.key(23), (6, OBS_DIM))
+
+    def with_noise(noise):
+        policy = dataclasses.replace(state.config.policy, noise=noise)
+        return dataclasses.replace(state, config=dataclasses.replace(state.config, policy=policy))
+
+    # noise 1 is a plain sample of the flow: the energyflow sampler from its own N(0, I) draw of the same key
+    plain = module.act(state, obs, key=jax.random.key(24))
+    drawn = energyflow.sample(state.policy, jax.random.key(24), 6, context=obs, steps=state.config.policy.sample_steps)
+    np.testing.assert_array_equal(plain, jnp.clip(drawn, -1.0, 1.0))
+    # noise 0: one deterministic action per state, the flow's image of the origin, whatever the key
+    a = module.act(with_noise(0.0), obs, key=jax.random.key(25))
+    b = module.act(with_noise(0.0), obs, key=jax.random.key(26))
+    np.testing.assert_array_equal(a, b)
+    origin = energyflow.sample(state.policy, None, jnp.zeros((6, ACT_DIM)), context=obs,
+                               steps=state.config.policy.sample_steps)
+    np.testing.assert_allclose(a, jnp.clip(origin, -1.0, 1.0), atol=1e-6)
+    # noise 0.5 starts from half the same draw
+    half = module.act(with_noise(0.5), obs, key=jax.random.key(24))
+    start = 0.5 * jax.random.normal(jax.random.key(24), (6, ACT_DIM))
+    expected = energyflow.sample(state.policy, None, start, context=obs, steps=state.config.policy.sample_steps)
+    np.testing.assert_allclose(half, jnp.clip(expected, -1.0, 1.0), atol=1e-6)
+
+
 def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
     policy = dataclasses.replace(TINY["iql"].policy, kind="deterministic")
     config = dataclasses.replace(TINY["iql"], policy=policy, temperature=0.0)
@@ -640,8 +693,13 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: IQLCriticConfig(width=0), "width must be >= 1, got 0"),
         (lambda: GaussianPolicyConfig(log_std_min=1.0, log_std_max=0.0), "log_std_max must be > log_std_min"),
         (lambda: FlowPolicyConfig(best_of_n=0), "best_of_n must be >= 1"),
+        (lambda: FlowPolicyConfig(noise=-0.5), "noise must be >= 0"),
+        (lambda: FlowPolicyConfig(best_of_n=4, noise=0.0), "best_of_n=4 needs noise > 0"),
         (lambda: flowq.Config(beta=-1.0), "beta must be >= 0"),
         (lambda: flowq.Config(sigma_min=1.0), r"sigma_min must be in \[0, 1\)"),
+        (lambda: flowq.Config(temperature=-1.0), "temperature must be >= 0"),
+        (lambda: flowq.Config(weight_unit="q", weighted=False), "weight_unit='q' .* needs weighted=True"),
+        (lambda: flowq.Config(weight_unit="q", weight_at="t"), "weight_at='endpoint'; got weighted=True"),
         (lambda: qipo.Config(pool_size=1000, renew_every=300), "pool_size must be a multiple of renew_every=300"),
     ],
 )
