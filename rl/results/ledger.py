@@ -5,7 +5,9 @@ An entry is a finished run's `summary.json` (`rl.train.summary`) copied verbatim
 setting is the resolved config (agent, dataset, agent config, loop and data configs) without the fields that change how
 a run executes but not what it computes (`EXECUTION_FIELDS`). An entry covers the cells `(dataset, agent, steps,
 seed)` of its seeds for exactly that setting, as the run recorded it: when a default changes or a field is added to a
-config, the runs made before stop counting (they are listed on the page as other runs).
+config, the runs made before stop counting (they are listed on the page as other runs). The exception are the fields
+of `NEUTRAL_ADDITIONS`, options added later whose listed value reproduces exactly what runs did before the option
+existed: a recorded config without one is read with that value, so adding such an option keeps the ledger.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .grid import Grid
 __all__ = [
     "EXECUTION_FIELDS",
     "LEDGER",
+    "NEUTRAL_ADDITIONS",
     "Entry",
     "Missing",
     "add",
@@ -44,11 +47,35 @@ LEDGER = Path("results") / "ledger"
 EXECUTION_FIELDS = ("checkpoint_every", "updates_per_call", "data_parallel", "progress", "verbose")
 
 
+NEUTRAL_ADDITIONS: dict[str, dict[str, Any]] = {
+    # agent -> dotted agent-config field -> the value that reproduces the runs made before the field existed
+    "flowq": {"policy.noise": 1.0, "weight_unit": "energy", "temperature": 3.0},
+    "qipo": {"policy.noise": 1.0},
+    "iql": {"policy.best_of_n": 1},
+}
+"""Fields added to the agents' configs with a value that changes nothing for the runs made before them (plain
+sampling, the energy-unit weights, IQL's mean action; `temperature` is read only with `weight_unit="q"`)."""
+
+
+def _with_additions(agent: Any, agent_config: Any) -> Any:
+    """The recorded agent config with the `NEUTRAL_ADDITIONS` it lacks filled in."""
+    if not isinstance(agent_config, dict):
+        return agent_config
+    out = json.loads(json.dumps(agent_config))
+    for name, value in NEUTRAL_ADDITIONS.get(agent, {}).items():
+        *parents, leaf = name.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = value
+    return out
+
+
 def _setting(config: dict[str, Any]) -> dict[str, Any]:
-    # as the run wrote it: a field added to a Config since then makes the run another setting, since nothing says
-    # the run behaved as the new field's default does
     train = {k: v for k, v in config.get("train", {}).items() if k not in EXECUTION_FIELDS}
-    return {"agent": config.get("agent"), "dataset": config.get("dataset"), "agent_config": config.get("agent_config"),
+    agent_config = _with_additions(config.get("agent"), config.get("agent_config"))
+    return {"agent": config.get("agent"), "dataset": config.get("dataset"), "agent_config": agent_config,
             "train": train, "data": config.get("data")}
 
 
