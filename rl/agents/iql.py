@@ -70,6 +70,9 @@ class GaussianPolicyConfig:
     log_std_min: float = -5.0
     # upper bound of the Gaussian's log-std
     log_std_max: float = 2.0
+    # actions at evaluation: 1 = the mean (IQL's practice); N > 1 = the best by min Q of the mean and N - 1 draws
+    # of the Gaussian (the flow agents' policy.best_of_n, for a comparison on equal terms)
+    best_of_n: int = 1
 
     def __post_init__(self):
         validate(
@@ -78,8 +81,11 @@ class GaussianPolicyConfig:
                 **network_rules(),
                 "decay_steps": at_least(0),
                 "log_std_max": (lambda v: v > self.log_std_min, "> log_std_min"),
+                "best_of_n": at_least(1),
             },
         )
+        if self.kind == "deterministic" and self.best_of_n > 1:
+            raise ValueError(f"best_of_n={self.best_of_n} needs kind='gaussian': a deterministic actor has one action")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +272,17 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
 
 
 def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
-    """The mean action `tanh(MLP(s))` for each state (deterministic; `key` is unused)."""
-    del key
-    return jnp.clip(state.policy.means(obs), -1.0, 1.0)
+    """The mean action `tanh(MLP(s))` for each state (deterministic; `key` is unused), or with
+    `policy.best_of_n = N > 1` the one of highest `min_i Q_i(s, a)` (online critic) among the mean and `N - 1` draws
+    of the Gaussian, each clipped to `[-1, 1]`."""
+    config = state.config.policy
+    means = jnp.clip(state.policy.means(obs), -1.0, 1.0)
+    if config.best_of_n == 1:
+        return means
+    n, dim = means.shape
+    std = jnp.exp(jnp.clip(state.policy.log_std, config.log_std_min, config.log_std_max))
+    draws = means[:, None, :] + std[None, None, :] * jax.random.normal(key, (n, config.best_of_n - 1, dim))
+    candidates = jnp.concatenate([means[:, None, :], jnp.clip(draws, -1.0, 1.0)], axis=1)
+    flat = candidates.reshape(n * config.best_of_n, dim)
+    scores = min_q(state.critic.q, jnp.repeat(obs, config.best_of_n, axis=0), flat).reshape(n, config.best_of_n)
+    return jnp.take_along_axis(candidates, jnp.argmax(scores, axis=-1)[:, None, None], axis=1)[:, 0, :]

@@ -581,6 +581,24 @@ def test_act_noise_scales_the_start_of_the_flow(trained):
     np.testing.assert_allclose(half, jnp.clip(expected, -1.0, 1.0), atol=1e-6)
 
 
+def test_iql_best_of_n_keeps_the_mean_or_a_better_draw(trained):
+    name, module, _, state, _, _ = trained
+    if name != "iql":
+        pytest.skip("IQL's own best-of-N (the flows' is tested above)")
+    obs = jax.random.normal(jax.random.key(29), (9, OBS_DIM))
+    means = module.act(state, obs, key=jax.random.key(30))
+    policy = dataclasses.replace(state.config.policy, best_of_n=16)
+    picky = dataclasses.replace(state, config=dataclasses.replace(state.config, policy=policy))
+    chosen = module.act(picky, obs, key=jax.random.key(30))
+    q_mean, q_chosen = min_q(state.critic.q, obs, means), min_q(state.critic.q, obs, chosen)
+    assert np.all(np.asarray(q_chosen) >= np.asarray(q_mean) - 1e-6)
+    assert np.any(np.asarray(q_chosen) > np.asarray(q_mean) + 1e-6)  # some draw beats the mean somewhere
+    assert np.all(np.abs(chosen) <= 1.0)
+    # every chosen action is the mean or within a few standard deviations of it
+    std = jnp.exp(jnp.clip(state.policy.log_std, -5.0, 2.0))
+    assert np.all(np.abs(np.asarray(chosen - means)) <= 6.0 * np.asarray(std)[None, :] + 1e-6)
+
+
 def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
     policy = dataclasses.replace(TINY["iql"].policy, kind="deterministic")
     config = dataclasses.replace(TINY["iql"], policy=policy, temperature=0.0)
@@ -695,6 +713,7 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: FlowPolicyConfig(best_of_n=0), "best_of_n must be >= 1"),
         (lambda: FlowPolicyConfig(noise=-0.5), "noise must be >= 0"),
         (lambda: FlowPolicyConfig(best_of_n=4, noise=0.0), "best_of_n=4 needs noise > 0"),
+        (lambda: GaussianPolicyConfig(kind="deterministic", best_of_n=2), "best_of_n=2 needs kind='gaussian'"),
         (lambda: flowq.Config(beta=-1.0), "beta must be >= 0"),
         (lambda: flowq.Config(sigma_min=1.0), r"sigma_min must be in \[0, 1\)"),
         (lambda: flowq.Config(temperature=-1.0), "temperature must be >= 0"),
