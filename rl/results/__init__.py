@@ -5,7 +5,10 @@
   and which cells they cover;
 - `rl.results.stats`: IQM, mean, stratified-bootstrap intervals and performance profiles (with `rliable`);
 - `rl.results.report` and `rl.results.figures`: `docs/results.md` and its figures, from the ledger alone;
-- `python -m rl.results` (`rl.results.cli`): `datasets`, `add`, `missing`, `run`, `report`.
+- `rl.results.screens` and `rl.results.study`: the study's screens (short runs, each asking one question about one
+  agent, and evaluation-only variants that re-evaluate finished runs) and `docs/study.md`, from the ledger and
+  `results/study/` alone;
+- `python -m rl.results` (`rl.results.cli`): `datasets`, `add`, `missing`, `run`, `report`, `study`.
 
 `rliable` (for `stats`, `report`) is the optional extra `results`: `pip install -e '.[results]'`.
 """

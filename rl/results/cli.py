@@ -6,11 +6,15 @@
     python -m rl.results run --limit 2             # run (or resume) the first two missing runs, then add them
     python -m rl.results add runs/some-run         # copy a finished run's summary.json into results/ledger/
     python -m rl.results report                    # docs/results.md and docs/img/results-*.png, from the ledger alone
+    python -m rl.results study missing             # the screens' runs and re-evaluations still to do (rl.results.study)
+    python -m rl.results study run --limit 2       # train two of them (and add them), then the re-evaluations
+    python -m rl.results study report              # docs/study.md and docs/img/study-*.png, from what is committed
 
 The grid options (`--envs`, `--kinds`, `--agents`, `--seeds`, `--steps`, the evaluation protocol and any trailing
 `--agent.FIELD=VALUE`, `--train.FIELD=VALUE`, `--data.FIELD=VALUE`) are shared by `missing`, `run` and `report`; the
-defaults are the page's grid. Run from the repository root (paths are relative to it). Exit status: 0 done, 1 a run
-failed, 2 bad command line or input.
+defaults are the page's grid. `study` has the screening protocol's options instead (`rl.results.study.Screening`) and
+`--screens`. Run from the repository root (paths are relative to it). Exit status: 0 done, 1 a run failed, 2 bad
+command line or input.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from pathlib import Path
 from rl.cli import Parser
 
 from . import grid as grids
-from . import ledger
+from . import ledger, study
 
 __all__ = ["main"]
 
 _PROG = "python -m rl.results"
+GRID_RUNS = Path("runs") / "results"  # the results grid's run directories
 NOISE = 0.1  # Gaussian action noise of the medium and expert recipes (D4RL's)
 
 
@@ -70,13 +75,42 @@ def _parser() -> Parser:
     a.add_argument("--replace", action="store_true", help="replace an entry of the same setting and seeds")
     sub.add_parser("missing", parents=[grid], help="list the grid's cells the ledger lacks")
     r = sub.add_parser("run", parents=[grid], help="run the missing cells one run at a time, adding each")
-    r.add_argument("--runs", type=Path, default=Path("runs") / "results", help="run directories (default %(default)s)")
+    r.add_argument("--runs", type=Path, default=GRID_RUNS, help="run directories (default %(default)s)")
     r.add_argument("--limit", type=int, default=None, help="at most this many runs in this sitting")
     rep = sub.add_parser("report", parents=[grid], help="write the results page and its figures from the ledger")
     rep.add_argument("--page", type=Path, default=Path("docs") / "results.md")
     rep.add_argument("--img", type=Path, default=Path("docs") / "img")
     rep.add_argument("--reps", type=int, default=20_000, help="bootstrap resamples of the aggregates")
+    _study_parser(sub)
     return p
+
+
+def _study_parser(sub: argparse._SubParsersAction) -> None:
+    """`study missing|run|report` and the screening protocol's options."""
+    s = study.Screening()
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--screens", type=_names, default=None, help="screens (default all, in order)")
+    p.add_argument("--envs", type=_names, default=s.envs, help="environments (default %(default)s)")
+    p.add_argument("--kinds", type=_names, default=s.kinds, help="dataset kinds (default %(default)s)")
+    p.add_argument("--namespace", default=s.namespace, help="dataset ids are NAMESPACE/ENV/KIND-v0")
+    p.add_argument("--seeds", type=_ints, default=s.seeds, help="seeds (default %(default)s)")
+    p.add_argument("--steps", type=int, default=s.steps, help="updates per seed (default %(default)s)")
+    p.add_argument("--eval-every", type=int, default=s.eval_every)
+    p.add_argument("--eval-episodes", type=int, default=s.eval_episodes)
+    p.add_argument("--final-eval-episodes", type=int, default=s.final_eval_episodes)
+    p.add_argument("--ledger", type=Path, default=ledger.LEDGER, help="the ledger directory (default %(default)s)")
+    p.add_argument("--study", type=Path, default=study.STUDY,
+                   help="re-evaluation results and findings.md (default %(default)s)")
+    runs = argparse.ArgumentParser(add_help=False)
+    runs.add_argument("--runs", type=Path, default=study.RUNS, help="run directories (default %(default)s)")
+    st = sub.add_parser("study", help="screens: short two-seed runs, each answering one question (rl.results.study)")
+    ssub = st.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
+    ssub.add_parser("missing", parents=[p, runs], help="list the screens' missing runs and re-evaluations")
+    r = ssub.add_parser("run", parents=[p, runs], help="train the missing runs, then the missing re-evaluations")
+    r.add_argument("--limit", type=int, default=None, help="at most this many training runs in this sitting")
+    rep = ssub.add_parser("report", parents=[p], help="write the screens' page and figures")
+    rep.add_argument("--page", type=Path, default=Path("docs") / "study.md")
+    rep.add_argument("--img", type=Path, default=Path("docs") / "img")
 
 
 def _grid(args: argparse.Namespace, extras: Sequence[str]) -> grids.Grid:
@@ -94,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(extras)}")
     try:
         grid = _grid(args, extras) if args.command in ("missing", "run", "report") else None
-        return {"datasets": _datasets, "add": _add, "missing": _missing, "run": _run, "report": _report}[
-            args.command](args, grid)
+        return {"datasets": _datasets, "add": _add, "missing": _missing, "run": _run, "report": _report,
+                "study": _study}[args.command](args, grid)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         parser.error(str(e))
 
@@ -154,7 +188,7 @@ def _missing(args: argparse.Namespace, grid: grids.Grid) -> int:
     print(f"{len(gaps)} run{'s' * (len(gaps) > 1)} ({seeds} seed{'s' * (seeds > 1)}) missing from {args.ledger}:")
     for m in gaps:
         print(f"  {m.dataset} × {m.agent} at {m.steps} updates: seeds {', '.join(map(str, m.seeds))}")
-        run_dir = Path("runs") / "results" / m.run_name(grid)
+        run_dir = GRID_RUNS / m.run_name(grid)
         print(f"    {grids.shown(grid.command(m.dataset, m.agent, m.steps, m.seeds, run_dir))}")
     return 0
 
@@ -208,4 +242,154 @@ def _report(args: argparse.Namespace, grid: grids.Grid) -> int:
     entries = ledger.load(args.ledger)
     write_report(grid, entries, args.page, args.img, reps=args.reps)
     print(f"wrote {args.page} and its figures under {args.img} from {len(entries)} ledger entries.")
+    return 0
+
+
+def _study(args: argparse.Namespace, _: object) -> int:
+    """`study missing|run|report` on the selected screens (checked first) under the protocol of the options."""
+    screening = study.Screening(envs=args.envs, kinds=args.kinds, seeds=args.seeds, steps=args.steps,
+                                eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                                final_eval_episodes=args.final_eval_episodes, namespace=args.namespace)
+    screens = study.select(args.screens)
+    study.check_screens(screens, screening)
+    return {"missing": _study_missing, "run": _study_run, "report": _study_report}[args.study_command](
+        args, screening, screens)
+
+
+def _find_run(entry: ledger.Entry, grid: grids.Grid, runs: Path) -> Path | None:
+    """The run directory (with a checkpoint) under `runs` behind a ledger entry, or None when it is gone."""
+    from rl.train.checkpoint import has_checkpoint
+    from rl.train.summary import SUMMARY_FILE
+
+    name = ledger.Missing(entry.dataset, entry.agent, entry.steps, entry.seeds).run_name(grid)
+    roots = [runs, *([GRID_RUNS] if runs != GRID_RUNS else [])]  # the act screens re-evaluate the grid's own runs
+    for run_dir in [*(r / name for r in roots), *sorted(p.parent for r in roots for p in r.glob(f"*/{SUMMARY_FILE}"))]:
+        try:
+            same = json.loads((run_dir / SUMMARY_FILE).read_text()) == entry.summary  # the ledger copies verbatim
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if same and has_checkpoint(run_dir):
+            return run_dir
+    return None
+
+
+def _base_runs(x: study.Reevaluation, screening: study.Screening, runs: Path) -> tuple[dict[str, Path | None], str]:
+    """The run directory behind each ledger entry of a re-evaluation's base, and what stands in the way or is done."""
+    grid, base = x.screen.grid(x.variant, screening), x.variant.evaluate_from
+    found = {e.path.name: _find_run(e, grid, runs) for e in x.entries.values()}
+    gone = [name for name, run_dir in found.items() if run_dir is None]
+    if not x.ready(screening):
+        return found, f"waiting for the runs of {base!r} (study run trains them first)"
+    if gone:
+        return found, f"the run directory of {', '.join(gone)} is gone (runs/ is not committed): retrain {base!r}"
+    return found, f"re-evaluate the final checkpoints of {base!r}" + " (its result is of another base)" * x.stale
+
+
+def _study_missing(args: argparse.Namespace, screening: study.Screening, screens: Sequence[study.Screen]) -> int:
+    """Per screen and variant: the runs the ledger lacks and the re-evaluations `results/study/` lacks (commands)."""
+    entries, results = ledger.load(args.ledger), study.load_results(args.study)
+    runs, evaluations = set(), 0  # run directories: variants of one setting (the defaults) share their runs
+    for s in screens:
+        print(f"{s.name} ({s.agent}): {s.question}")
+        for v in s.variants:
+            grid = s.grid(v, screening)
+            if v.trained:
+                gaps = ledger.missing(grid, entries)
+                print(f"  {v.label}: " + (f"{len(gaps)} run{'s' * (len(gaps) > 1)} missing" if gaps else "complete"))
+                for m in gaps:
+                    cmd = grid.command(m.dataset, m.agent, m.steps, m.seeds, args.runs / m.run_name(grid))
+                    print(f"    {study._short(m.dataset)} seeds {', '.join(map(str, m.seeds))}: {grids.shown(cmd)}")
+                runs |= {m.run_name(grid) for m in gaps}
+                continue
+            items = [x for x in study.pending(s, screening, entries, results) if x.variant == v]
+            print(f"  {v.label} (evaluation only, from {v.evaluate_from!r}): "
+                  + (f"{len(items)} missing from {args.study}" if items else "complete"))
+            for x in items:
+                found, what = _base_runs(x, screening, args.runs)
+                print(f"    {study._short(x.dataset)}: {what}")
+                for e in {e.path.name: e for e in x.entries.values()}.values() if x.ready(screening) else []:
+                    run_dir = found[e.path.name]
+                    cmd = (_evaluate_command(run_dir, v, s.screening(screening)) if run_dir is not None else grid.command(
+                        e.dataset, e.agent, e.steps, e.seeds, args.runs / ledger.Missing(
+                            e.dataset, e.agent, e.steps, e.seeds).run_name(grid)))
+                    print(f"      {grids.shown(cmd)}")
+            evaluations += len(items)
+    print(f"{len(runs)} training run{'s' * (len(runs) != 1)} and {evaluations} re-evaluation"
+          f"{'s' * (evaluations != 1)} missing.")
+    return 0
+
+
+def _study_train(args: argparse.Namespace, screening: study.Screening, screens: Sequence[study.Screen]) -> int:
+    """Train the screens' missing runs in order, each through `_run` (which adds it); returns how many failed."""
+    import dataclasses
+
+    from rl.data import get_task, resolve_dataset_path
+    from rl.train.summary import SUMMARY_FILE
+
+    done = failed = 0
+    for s in screens:
+        for v in (v for v in s.variants if v.trained):
+            own = s.screening(screening)
+            for env, kind in ((env, kind) for env in own.envs for kind in own.kinds):
+                grid = dataclasses.replace(s.grid(v, screening), envs=(env,), kinds=(kind,))  # at most one run
+                for m in ledger.missing(grid, ledger.load(args.ledger)):  # read anew: variants may share runs
+                    where = f"{s.name}, {v.label}: {study._short(m.dataset)}"
+                    if get_task(m.dataset) is None and resolve_dataset_path(m.dataset) is None:
+                        print(f"{where}: {m.dataset} is not on this machine (python -m rl.results datasets); skipped.")
+                        continue
+                    if args.limit is not None and done >= args.limit:
+                        print(f"stopping after {done} training run{'s' * (done != 1)} (--limit); next: {where}.")
+                        return failed
+                    print(f"{where}, seeds {', '.join(map(str, m.seeds))}", flush=True)
+                    done += not (args.runs / m.run_name(grid) / SUMMARY_FILE).is_file()
+                    failed += _run(argparse.Namespace(ledger=args.ledger, runs=args.runs, limit=None), grid) != 0
+    return failed
+
+
+def _study_run(args: argparse.Namespace, screening: study.Screening, screens: Sequence[study.Screen]) -> int:
+    """The missing training runs, then the re-evaluations whose base runs are at hand; 1 if anything failed."""
+    failed = _study_train(args, screening, screens)
+    for s in screens:
+        for x in study.pending(s, screening, ledger.load(args.ledger), study.load_results(args.study)):
+            found, what = _base_runs(x, screening, args.runs)
+            where = f"{s.name}, {x.variant.label}: {study._short(x.dataset)}"
+            print(f"{where}: {what}", flush=True)
+            if x.ready(screening) and None not in found.values():
+                try:
+                    print(f"{where}: wrote {_reevaluate(x, screening, found, args.study)}", flush=True)
+                except (RuntimeError, ValueError) as e:
+                    print(f"{where}: {e}", flush=True)
+                    failed += 1
+    return 1 if failed else 0
+
+
+def _evaluate_command(run_dir: Path, variant: study.Variant, screening: study.Screening) -> list[str]:
+    """The `python -m rl.train --evaluate` command line of a re-evaluation (on the final evaluation's episodes)."""
+    return [sys.executable, "-m", "rl.train", "--evaluate", str(run_dir), "--eval-episodes",
+            str(screening.final_eval_episodes), *(f"--{k}={v}" for k, v in variant.overrides.items())]
+
+
+def _reevaluate(x: study.Reevaluation, screening: study.Screening, found: dict[str, Path], study_dir: Path) -> Path:
+    """Re-evaluate each base run (`python -m rl.train --evaluate`, a process each), then write the result."""
+    from rl.train.policy import EVALUATIONS_FILE
+
+    records = {}
+    for name, run_dir in found.items():
+        log = run_dir / EVALUATIONS_FILE
+        before = len(log.read_text().splitlines()) if log.is_file() else 0
+        cmd = _evaluate_command(run_dir, x.variant, x.screen.screening(screening))
+        print("$", grids.shown(cmd), flush=True)
+        code = _execute(cmd)
+        lines = log.read_text().splitlines() if log.is_file() else []
+        if code != 0 or len(lines) <= before:
+            raise RuntimeError(f"{run_dir}: exit status {code}" + ("" if code else f", nothing appended to {log}"))
+        records[name] = json.loads(lines[-1])
+    return study.write_result(x, screening, study_dir, records)
+
+
+def _study_report(args: argparse.Namespace, screening: study.Screening, screens: Sequence[study.Screen]) -> int:
+    """Write the screens' page and figures from the ledger and `results/study/`."""
+    entries = ledger.load(args.ledger)
+    study.write_page(screens, screening, entries, args.study, args.page, args.img)
+    print(f"wrote {args.page} and its figures under {args.img} from {len(entries)} ledger entries and {args.study}.")
     return 0

@@ -1,0 +1,167 @@
+"""The study's screens: what is asked of each agent, and the short protocol they run under.
+
+A `Screen` is an agent, a question and its variants (`Variant`): a short label and dotted settings
+(`{"agent.beta": "10"}`; none = the agent's defaults). A trained variant is a `Grid` of the screening protocol
+(`Screening`) with its settings; a variant with `evaluate_from` changes only how actions are chosen (`ACT_SETTINGS`)
+and re-evaluates the final checkpoints of a trained variant of its screen. `rl.results.study` lists, runs and reports
+them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from . import grid as grids
+from .grid import NAMESPACE, Grid
+
+__all__ = ["ACT_SETTINGS", "DEFAULT", "GRID", "SCREENS", "Screen", "Screening", "Variant"]
+
+ENVS = ("hopper", "halfcheetah")
+KINDS = ("medium",)
+SEEDS = (0, 1)
+STEPS = 30_000
+EVAL_EVERY = 10_000
+EVAL_EPISODES = 10
+FINAL_EVAL_EPISODES = 20
+# the settings that change only how a trained agent acts (evaluation-only variants may set nothing else)
+ACT_SETTINGS = ("agent.policy.noise", "agent.policy.best_of_n", "agent.policy.sample_steps", "agent.policy.solver")
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The protocol every screen shares: datasets, seeds, budget and evaluation."""
+
+    envs: tuple[str, ...] = ENVS
+    kinds: tuple[str, ...] = KINDS
+    seeds: tuple[int, ...] = SEEDS
+    # updates per seed
+    steps: int = STEPS
+    # periodic evaluations every eval_every updates on eval_episodes, the final one on final_eval_episodes
+    eval_every: int = EVAL_EVERY
+    eval_episodes: int = EVAL_EPISODES
+    final_eval_episodes: int = FINAL_EVAL_EPISODES
+    namespace: str = NAMESPACE
+
+    def grid(self, agent: str, overrides: Mapping[str, str] | None = None) -> Grid:
+        """The grid of one agent with `overrides` under this protocol."""
+        return Grid(envs=self.envs, kinds=self.kinds, agents=(agent,), seeds=self.seeds, steps=(self.steps,),
+                    eval_every=self.eval_every, eval_episodes=self.eval_episodes,
+                    final_eval_episodes=self.final_eval_episodes, checkpoint_every=self.eval_every or 10_000,
+                    namespace=self.namespace, overrides=dict(overrides or {}))
+
+    def datasets(self) -> list[str]:
+        """The dataset ids, env-major."""
+        return self.grid("iql").datasets()
+
+    def options(self) -> list[str]:
+        """The `python -m rl.results study` options that select this protocol (defaults left out)."""
+        out = []
+        for k, v in vars(self).items():
+            if v != getattr(Screening(), k):
+                out += [f"--{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+        return out
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One setting of a screen: a short label and its dotted settings; `evaluate_from` marks an evaluation-only one."""
+
+    label: str
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    # the label of the trained variant of the same screen whose final checkpoints this one re-evaluates
+    evaluate_from: str | None = None
+
+    @property
+    def trained(self) -> bool:
+        """Whether the variant has runs of its own (else it re-evaluates another's)."""
+        return self.evaluate_from is None
+
+    @property
+    def slug(self) -> str:
+        """The label as it appears in file names: `noise=0.5` -> `noise-0-5`."""
+        return re.sub(r"[^A-Za-z0-9]+", "-", self.label).strip("-").lower()
+
+
+@dataclass(frozen=True)
+class Screen:
+    """One question about one agent, answered by comparing its variants (the first, the defaults, is the reference)."""
+
+    # slug, e.g. "flowq-weights"
+    name: str
+    agent: str
+    # one sentence, shown on the page
+    question: str
+    variants: tuple[Variant, ...]
+    # the screen's own protocol, if not the screening one (the act screens re-evaluate the results grid's runs)
+    protocol: Screening | None = None
+
+    def screening(self, default: Screening) -> Screening:
+        """The protocol this screen runs under: its own, else `default`."""
+        return self.protocol or default
+
+    def variant(self, label: str) -> Variant:
+        """The variant called `label`."""
+        for v in self.variants:
+            if v.label == label:
+                return v
+        raise ValueError(f"screen {self.name} has no variant {label!r} (its variants: "
+                         f"{', '.join(repr(v.label) for v in self.variants)}).")
+
+    def base(self, variant: Variant) -> Variant:
+        """The trained variant whose runs `variant` uses: itself, or the one it is evaluated from."""
+        return variant if variant.trained else self.variant(variant.evaluate_from)
+
+    def grid(self, variant: Variant, screening: Screening) -> Grid:
+        """The grid of the runs behind `variant` (its base's, for an evaluation-only one)."""
+        return self.screening(screening).grid(self.agent, self.base(variant).overrides)
+
+
+def _act(label: str, base: str = "default", **settings: str) -> Variant:
+    return Variant(label, {f"agent.policy.{k}": v for k, v in settings.items()}, evaluate_from=base)
+
+
+DEFAULT = Variant("default")
+GRID = Screening(envs=grids.ENVS, kinds=grids.KINDS, seeds=grids.SEEDS, steps=grids.STEPS[0],
+                 final_eval_episodes=Grid().final_eval_episodes)
+"""The results grid's protocol (`rl.results.grid.Grid`'s defaults): the act screens re-evaluate its runs."""
+SCREENS: tuple[Screen, ...] = (
+    Screen("flowq-act", "flowq", "FlowQ: how should the trained flow choose its actions (starting noise, best-of-N by "
+           "Q)?", (DEFAULT, _act("noise=0", noise="0"), _act("noise=0.5", noise="0.5"),
+                   _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID),
+    Screen("iql-act", "iql", "IQL: does the Gaussian gain as much from best-of-N by Q (the mean and N - 1 draws) as "
+           "the flows do? (the same evaluation budget for the baseline)",
+           (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID),
+    Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
+           "(default: softmax(beta A / scale), the guided path's own tilt; q: softmax(temperature A), IQL's unit)?",
+           (DEFAULT, *(Variant(f"q, temperature={t}", {"agent.weight_unit": "q", "agent.temperature": t})
+                       for t in ("1", "3", "10")),
+            Variant("q, temperature=3, beta=0", {"agent.weight_unit": "q", "agent.temperature": "3", "agent.beta": "0"}))),
+    Screen("flowq-guidance", "flowq", "FlowQ: how much does the guidance strength beta (default 3) matter, and what "
+           "do the weights and sigma_min contribute on their own?",
+           (DEFAULT, Variant("beta=1", {"agent.beta": "1"}), Variant("beta=10", {"agent.beta": "10"}),
+            Variant("unweighted", {"agent.weighted": "false"}),
+            Variant("unweighted, sigma_min=0.05", {"agent.weighted": "false", "agent.sigma_min": "0.05"}))),
+    Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
+           "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
+                               Variant("temperature=10", {"agent.temperature": "10"}),
+                               Variant("expectile=0.9", {"agent.critic.expectile": "0.9"}))),
+    Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
+           "(default M=16, half from the behaviour flow, beta 1)?",
+           (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
+            Variant("paper", {"agent.behavior_share": "0"}), Variant("beta=3", {"agent.beta": "3"}),
+            Variant("renew=10000", {"agent.renew_every": "10000", "agent.pool_size": "40000"}),
+            Variant("warmup=5000", {"agent.warmup_steps": "5000"}),
+            Variant("softmax critic", {"agent.critic_loss": "softmax"}))),
+    Screen("flowq-path", "flowq", "FlowQ: does the shape of the guided path matter (lambda schedule, where the "
+           "energy gradient and the weights are taken)?",
+           (DEFAULT, Variant("lambda=power", {"agent.lambda_schedule": "power"}),
+            Variant("lambda=constant", {"agent.lambda_schedule": "constant"}),
+            Variant("gradient=mean", {"agent.gradient": "mean"}), Variant("weights at t", {"agent.weight_at": "t"}))),
+    Screen("qipo-act", "qipo", "QIPO: how should the trained flow choose its actions?",
+           (DEFAULT, _act("noise=0", noise="0"), _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")),
+           protocol=GRID),
+)
+"""The screens, cheapest and most informative first (flowq-act needs only the default's training)."""
