@@ -328,6 +328,13 @@ def _study_train(args: argparse.Namespace, screening: study.Screening, screens: 
 
     done = failed = 0
     for s in screens:
+        if s.protocol is not None:  # its trained variants are the results grid's runs: `rl.results run` makes them
+            gaps = [m for v in s.variants if v.trained for m in ledger.missing(s.grid(v, screening), ledger.load(
+                args.ledger))]
+            if gaps:
+                print(f"{s.name}: its base runs are the results grid's ({len(gaps)} missing); python -m rl.results run "
+                      "makes them, not study run.")
+            continue
         for v in (v for v in s.variants if v.trained):
             own = s.screening(screening)
             for env, kind in ((env, kind) for env in own.envs for kind in own.kinds):

@@ -296,3 +296,21 @@ def test_a_re_evaluation_that_is_not_the_one_asked_for_fails(tmp_path, monkeypat
     assert cli.main(["study", "run", *options(tmp_path)]) == 1
     assert len(commands) == 2 and "is not the one asked for" in capsys.readouterr().out
     assert not (tmp_path / "study").exists()
+
+
+def test_a_screen_of_the_grid_s_own_runs_never_trains_them(tmp_path, monkeypatch, capsys):
+    """A screen with its own protocol re-evaluates the results grid's runs; `study run` leaves their training to
+    `rl.results run` (one heavy process at a time) and says so."""
+    import dataclasses
+
+    import rl.data
+
+    own = dataclasses.replace(ACT, name="test-grid-act", protocol=dataclasses.replace(PROTOCOL, seeds=(0,)))
+    monkeypatch.setattr(study, "SCREENS", (own,))
+    monkeypatch.setattr(rl.data, "resolve_dataset_path", lambda name: tmp_path)
+    commands = []
+    monkeypatch.setattr(cli, "_execute", fake_processes(tmp_path, commands))
+    assert cli.main(["study", "run", *options(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert commands == []
+    assert "test-grid-act: its base runs are the results grid's (2 missing); python -m rl.results run" in out
