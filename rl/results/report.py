@@ -250,7 +250,9 @@ def render(grid: Grid, entries: Sequence[Entry], img: Path, *, link: str = "img"
              f"{', '.join(NAMES.get(a, a) for a in grid.agents)}; {protocol}. Scores are D4RL-normalised returns "
              "(0 = random policy, 100 = expert). Every agent runs at its `Config` defaults with the per-dataset "
              f"settings of `rl.results.grid.DATASET_SETTINGS`{_overrides(grid)} and IQL's reward scaling "
-             "(`--data.reward=auto`); a ledger entry counts for a cell only if its whole setting is that one.", ""]
+             "(`--data.reward=auto`); a ledger entry counts for a cell only if its whole setting is that one. What "
+             "the agents' settings and the way they choose actions do, screened on short runs and on these runs' "
+             "checkpoints, is on the [Study](study.md) page.", ""]
     for steps in shown:
         lines += _section(grid, entries, steps, img, link, reps)
     lines += _others(grid, entries, shown) + _recipes(grid, entries) + [BUILTIN.strip(), "", HISTORY.strip(), ""]

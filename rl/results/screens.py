@@ -130,7 +130,8 @@ GRID = Screening(envs=grids.ENVS, kinds=grids.KINDS, seeds=grids.SEEDS, steps=gr
 SCREENS: tuple[Screen, ...] = (
     Screen("flowq-act", "flowq", "FlowQ: how should the trained flow choose its actions (starting noise, best-of-N by "
            "Q)?", (DEFAULT, _act("noise=0", noise="0"), _act("noise=0.5", noise="0.5"),
-                   _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID),
+                   _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32"),
+                   _act("best-of-32, noise=2", best_of_n="32", noise="2")), protocol=GRID),
     Screen("iql-act", "iql", "IQL: does the Gaussian gain as much from best-of-N by Q (the mean and N - 1 draws) as "
            "the flows do? (the same evaluation budget for the baseline)",
            (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID),
