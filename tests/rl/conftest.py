@@ -1,7 +1,10 @@
 """Fixtures of the `rl` tests: a temporary Minari directory and cache, short test environments,
 and tiny datasets made once per session."""
 
+import functools
 import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import pytest
@@ -19,6 +22,31 @@ if SHORT_CHEETAH not in gym.registry:
     )
 if SHORT_HOPPER not in gym.registry:
     gym.register(SHORT_HOPPER, entry_point="gymnasium.envs.mujoco.hopper_v5:HopperEnv", max_episode_steps=SHORT_HORIZON)
+
+
+# XLA's CPU collectives give up when one device's thread has not joined an all-reduce within 40 s, which a shared,
+# loaded 2-core machine can exceed with 4 forced devices; tests that force devices wait up to 10 minutes instead
+_PATIENT_COLLECTIVES = (" --xla_cpu_collective_call_terminate_timeout_seconds=600"
+                        " --xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
+
+
+@functools.cache
+def _patience_flags() -> str:
+    """`_PATIENT_COLLECTIVES` if this jaxlib knows the flags (an unknown XLA flag is fatal), else nothing."""
+    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], capture_output=True, text=True,
+                           env={**os.environ, "XLA_FLAGS": _PATIENT_COLLECTIVES, "JAX_PLATFORMS": "cpu"}, timeout=120)
+    return _PATIENT_COLLECTIVES if probe.returncode == 0 else ""
+
+
+@pytest.fixture(scope="session")
+def forced_devices_flags():
+    """`flags(count)`: `XLA_FLAGS` for a subprocess that sees `count` CPU devices (added to any flags already set)."""
+
+    def flags(count: int) -> str:
+        return (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
+                + _patience_flags()).strip()
+
+    return flags
 
 
 @pytest.fixture(scope="session", autouse=True)

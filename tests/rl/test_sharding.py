@@ -81,10 +81,10 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def sharded_results():
+def sharded_results(forced_devices_flags):
     env = {
         **os.environ,
-        "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip(),
+        "XLA_FLAGS": forced_devices_flags(4),
         "JAX_PLATFORMS": "cpu",
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),

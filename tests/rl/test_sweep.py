@@ -196,9 +196,9 @@ SHARDED = textwrap.dedent(
 )
 
 
-def test_members_spread_over_devices_equal_one_device():
+def test_members_spread_over_devices_equal_one_device(forced_devices_flags):
     """Four forced host devices, four members: one member per device, the same states as on one device."""
-    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"),
+    env = {**os.environ, "XLA_FLAGS": forced_devices_flags(4),
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=600,
                           cwd=ROOT)
