@@ -155,7 +155,8 @@ def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: 
         scores = _matrices(grid, found, datasets)
         agg = stats.aggregates(scores, reps=reps)
         runs = {k: v.size for k, v in scores.items()}
-        lines += ["### Aggregate", "", f"Over {len(datasets)} datasets ({', '.join(_short(d) for d in datasets)}) × "
+        over = f"{len(datasets)} dataset{'s' * (len(datasets) != 1)} ({', '.join(_short(d) for d in datasets)})"
+        lines += ["### Aggregate", "", f"Over {over} × "
                   "seeds; 95% stratified-bootstrap confidence intervals (seeds resampled within each dataset, "
                   f"{reps} resamples):", "", "| agent | IQM | mean | runs |", "|---|---|---|---|"]
         for name, a in agg.items():
