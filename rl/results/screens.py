@@ -138,7 +138,7 @@ SCREENS: tuple[Screen, ...] = (
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
            "(default: softmax(beta A / scale), the guided path's own tilt; q: softmax(temperature A), IQL's unit)?",
            (DEFAULT, *(Variant(f"q, temperature={t}", {"agent.weight_unit": "q", "agent.temperature": t})
-                       for t in ("1", "3", "10")),
+                       for t in ("3", "1", "10")),
             Variant("q, temperature=3, beta=0", {"agent.weight_unit": "q", "agent.temperature": "3", "agent.beta": "0"}))),
     Screen("flowq-guidance", "flowq", "FlowQ: how much does the guidance strength beta (default 3) matter, and what "
            "do the weights and sigma_min contribute on their own?",
