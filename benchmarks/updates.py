@@ -68,15 +68,18 @@ class Case:
     """One agent config on one seed: its compiled chunk, its carry, and its timings."""
 
     def __init__(self, name: str, config, data, updates: int):
+        self._fields(name, config, data, updates)
+        self.chunk = trainer.make_chunk_fn(self.agent, batch_size=BATCH)
+        self.carry = trainer.init_carry(self.agent, config, (0,), obs_dim=OBS_DIM, act_dim=ACT_DIM)
+        self.carry, self.compile_s = timed(self._run, self.carry)
+        self.times: list[float] = []
+
+    def _fields(self, name: str, config, data, updates: int) -> None:
         self.name = name
         self.agent = get_agent(name)
         self.config = config
         self.data = data
         self.updates = updates
-        self.chunk = trainer.make_chunk_fn(self.agent, batch_size=BATCH)
-        self.carry = trainer.init_carry(self.agent, config, (0,), obs_dim=OBS_DIM, act_dim=ACT_DIM)
-        self.carry, self.compile_s = timed(self._run, self.carry)
-        self.times: list[float] = []
 
     def _run(self, carry):
         return self.chunk(carry, self.data, self.updates)[0]
@@ -94,11 +97,7 @@ class PlainCase(Case):
     """One agent config on one seed in a plain `lax.scan` of its update: the trainer's chunk without the member axis."""
 
     def __init__(self, name: str, config, data, updates: int):
-        self.name = name
-        self.agent = get_agent(name)
-        self.config = config
-        self.data = data
-        self.updates = updates
+        self._fields(name, config, data, updates)
         state = self.agent.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(0))
         arrays, static = eqx.partition(state, eqx.is_array)
         n = data.reward.shape[0]
