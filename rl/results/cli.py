@@ -328,7 +328,7 @@ def _study_train(args: argparse.Namespace, screening: study.Screening, screens: 
 
     done = failed = 0
     for s in screens:
-        if s.protocol is not None:  # its trained variants are the results grid's runs: `rl.results run` makes them
+        if s.grid_runs:  # `rl.results run` makes them
             gaps = [m for v in s.variants if v.trained for m in ledger.missing(s.grid(v, screening), ledger.load(
                 args.ledger))]
             if gaps:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import grid as grids
 from .grid import NAMESPACE, Grid
 
-__all__ = ["ACT_SETTINGS", "DEFAULT", "GRID", "SCREENS", "Screen", "Screening", "Variant"]
+__all__ = ["ACT_SETTINGS", "DEFAULT", "GRID", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -95,8 +95,12 @@ class Screen:
     # one sentence, shown on the page
     question: str
     variants: tuple[Variant, ...]
-    # the screen's own protocol, if not the screening one (the act screens re-evaluate the results grid's runs)
+    # the screen's own protocol, if not the screening one: `GRID` (the act screens re-evaluate the results grid's
+    # runs, which `python -m rl.results run` makes) or a screening protocol of its own, such as `WALKER`
     protocol: Screening | None = None
+    # its trained variants are the results grid's own runs, which `python -m rl.results run` makes (`study run` only
+    # re-evaluates them)
+    grid_runs: bool = False
 
     def screening(self, default: Screening) -> Screening:
         """The protocol this screen runs under: its own, else `default`."""
@@ -127,19 +131,23 @@ DEFAULT = Variant("default")
 GRID = Screening(envs=grids.ENVS, kinds=grids.KINDS, seeds=grids.SEEDS, steps=grids.STEPS[0],
                  final_eval_episodes=Grid().final_eval_episodes)
 """The results grid's protocol (`rl.results.grid.Grid`'s defaults): the act screens re-evaluate its runs."""
+WALKER = Screening(envs=(*ENVS, "walker2d"))
+"""The screening protocol with walker2d added, for questions whose answer the grid showed to differ there (FlowQ's
+weights: on walker2d-medium they are flattest relative to IQL's, and FlowQ trails IQL most)."""
 SCREENS: tuple[Screen, ...] = (
     Screen("flowq-act", "flowq", "FlowQ: how should the trained flow choose its actions (starting noise, best-of-N by "
            "Q)?", (DEFAULT, _act("noise=0", noise="0"), _act("noise=0.5", noise="0.5"),
                    _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32"),
-                   _act("best-of-32, noise=2", best_of_n="32", noise="2")), protocol=GRID),
+                   _act("best-of-32, noise=2", best_of_n="32", noise="2")), protocol=GRID, grid_runs=True),
     Screen("iql-act", "iql", "IQL: does the Gaussian gain as much from best-of-N by Q (the mean and N - 1 draws) as "
            "the flows do? (the same evaluation budget for the baseline)",
-           (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID),
+           (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID, grid_runs=True),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
            "(default: softmax(beta A / scale), the guided path's own tilt; q: softmax(temperature A), IQL's unit)?",
            (DEFAULT, *(Variant(f"q, temperature={t}", {"agent.weight_unit": "q", "agent.temperature": t})
                        for t in ("3", "1", "10")),
-            Variant("q, temperature=3, beta=0", {"agent.weight_unit": "q", "agent.temperature": "3", "agent.beta": "0"}))),
+            Variant("q, temperature=3, beta=0", {"agent.weight_unit": "q", "agent.temperature": "3", "agent.beta": "0"})),
+           protocol=WALKER),
     Screen("flowq-guidance", "flowq", "FlowQ: how much does the guidance strength beta (default 3) matter, and what "
            "do the weights and sigma_min contribute on their own?",
            (DEFAULT, Variant("beta=1", {"agent.beta": "1"}), Variant("beta=10", {"agent.beta": "10"}),
@@ -163,6 +171,6 @@ SCREENS: tuple[Screen, ...] = (
             Variant("gradient=mean", {"agent.gradient": "mean"}), Variant("weights at t", {"agent.weight_at": "t"}))),
     Screen("qipo-act", "qipo", "QIPO: how should the trained flow choose its actions?",
            (DEFAULT, _act("noise=0", noise="0"), _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")),
-           protocol=GRID),
+           protocol=GRID, grid_runs=True),
 )
 """The screens, cheapest and most informative first (flowq-act needs only the default's training)."""

@@ -73,12 +73,13 @@ def test_screens_are_consistent():
     names = [s.name for s in study.SCREENS]
     assert len(set(names)) == len(names)
     # the screens that re-evaluate the results grid's runs cost no training: they come first
-    own = [s.protocol is not None for s in study.SCREENS if s.name != "qipo-act"]
+    own = [s.grid_runs for s in study.SCREENS if s.name != "qipo-act"]
     assert own == sorted(own, reverse=True), names
     for s in study.SCREENS:
         labels = [v.label for v in s.variants]
         assert len(set(labels)) == len(labels) and len({v.slug for v in s.variants}) == len(labels), s.name
         assert s.variants[0].trained and not s.variants[0].overrides, f"{s.name}: the first variant is the defaults"
+        assert not s.grid_runs or s.protocol == study.GRID, f"{s.name}: the grid's runs are under the grid's protocol"
         trained = {v.label for v in s.variants if v.trained}
         for v in s.variants:
             if not v.trained:
@@ -305,7 +306,8 @@ def test_a_screen_of_the_grid_s_own_runs_never_trains_them(tmp_path, monkeypatch
 
     import rl.data
 
-    own = dataclasses.replace(ACT, name="test-grid-act", protocol=dataclasses.replace(PROTOCOL, seeds=(0,)))
+    own = dataclasses.replace(ACT, name="test-grid-act", protocol=dataclasses.replace(PROTOCOL, seeds=(0,)),
+                              grid_runs=True)
     monkeypatch.setattr(study, "SCREENS", (own,))
     monkeypatch.setattr(rl.data, "resolve_dataset_path", lambda name: tmp_path)
     commands = []
@@ -314,3 +316,21 @@ def test_a_screen_of_the_grid_s_own_runs_never_trains_them(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert commands == []
     assert "test-grid-act: its base runs are the results grid's (2 missing); python -m rl.results run" in out
+
+
+def test_a_screen_with_a_wider_protocol_of_its_own_trains_on_all_its_datasets(tmp_path, monkeypatch, capsys):
+    """A screen whose protocol adds a dataset (not the results grid's runs) trains there too, under its own seeds."""
+    import dataclasses
+
+    import rl.data
+
+    wide = dataclasses.replace(PROTOCOL, envs=(*PROTOCOL.envs, "walker2d"), seeds=(0,))
+    own = dataclasses.replace(SCREEN, name="test-wide", variants=(DEFAULT,), protocol=wide)
+    monkeypatch.setattr(study, "SCREENS", (own,))
+    monkeypatch.setattr(rl.data, "resolve_dataset_path", lambda name: tmp_path)
+    commands = []
+    monkeypatch.setattr(cli, "_execute", fake_processes(tmp_path, commands))
+    cli.main(["study", "run", *options(tmp_path)])
+    trained = [dict(zip(c[3:], c[4:])) for c in commands]
+    assert [(t["--dataset"], t["--seeds"]) for t in trained] == [(d, "0") for d in wide.datasets()]
+    assert "walker2d" in trained[-1]["--dataset"]
