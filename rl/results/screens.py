@@ -153,10 +153,17 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, Variant("beta=1", {"agent.beta": "1"}), Variant("beta=10", {"agent.beta": "10"}),
             Variant("unweighted", {"agent.weighted": "false"}),
             Variant("unweighted, sigma_min=0.05", {"agent.weighted": "false", "agent.sigma_min": "0.05"}))),
+    Screen("flowq-tuned", "flowq", "FlowQ: with the weights in IQL's unit, how sharp should they be, and how much "
+           "should the guided path still bend (beta)?",
+           (DEFAULT, *(Variant(f"q, temperature=10, beta={b}", {"agent.weight_unit": "q", "agent.temperature": "10",
+                                                                 "agent.beta": b}) for b in ("0", "1")),
+            _act("q, temperature=10, beta=0, best-of-8", "q, temperature=10, beta=0", best_of_n="8")),
+           protocol=WALKER),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),
-                               Variant("expectile=0.9", {"agent.critic.expectile": "0.9"}))),
+                               Variant("expectile=0.9", {"agent.critic.expectile": "0.9"}),
+                               _act("best-of-8", best_of_n="8")), protocol=WALKER),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
