@@ -153,11 +153,13 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, Variant("beta=1", {"agent.beta": "1"}), Variant("beta=10", {"agent.beta": "10"}),
             Variant("unweighted", {"agent.weighted": "false"}),
             Variant("unweighted, sigma_min=0.05", {"agent.weighted": "false", "agent.sigma_min": "0.05"}))),
-    Screen("flowq-tuned", "flowq", "FlowQ: with the weights in IQL's unit, how sharp should they be, and how much "
-           "should the guided path still bend (beta)?",
-           (DEFAULT, *(Variant(f"q, temperature=10, beta={b}", {"agent.weight_unit": "q", "agent.temperature": "10",
-                                                                 "agent.beta": b}) for b in ("0", "1")),
-            _act("q, temperature=10, beta=0, best-of-8", "q, temperature=10, beta=0", best_of_n="8")),
+    Screen("flowq-tuned", "flowq", "FlowQ: with the weights in IQL's unit, how much should the guided path still bend "
+           "(beta), how sharp should the weights be, and what does best-of-8 add?",
+           (DEFAULT, *(Variant(f"q, temperature={t}, beta={b}", {"agent.weight_unit": "q", "agent.temperature": t,
+                                                                  "agent.beta": b})
+                       for t, b in (("3", "0"), ("3", "1"), ("5", "0"))),
+            _act("best-of-8", best_of_n="8"),
+            _act("q, temperature=3, beta=0, best-of-8", "q, temperature=3, beta=0", best_of_n="8")),
            protocol=WALKER),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
