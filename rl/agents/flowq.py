@@ -67,9 +67,10 @@ __all__ = [
 class Config:
     """FlowQ's settings; the defaults are the ones results are reported with."""
 
-    # guidance strength lambda_1 = beta of the guided path (on the normalised energy, see normalize_energy); on the
-    # built-in bandit (3000 updates, `python -m rl.train --demo`) beta = 3 puts 87% of the samples on the best mode
-    beta: float = 3.0
+    # guidance strength lambda_1 = beta of the guided path (on the normalised energy, see normalize_energy). With
+    # weight_unit="q" it only bends the paths between noise and data; the screens (docs/study.md, 30k updates) found
+    # beta = 1 as good as no bending and better than 3, and beta = 10 (energy unit) lost hopper-medium (5 vs 45)
+    beta: float = 1.0
     # lambda_t schedule of the guided path: "linear" (lambda_t = beta t), "constant", or "power" (lambda_t = beta t^p,
     # p = lambda_power: the same endpoint, less bending of the paths at intermediate times)
     lambda_schedule: Literal["linear", "constant", "power"] = "linear"
@@ -86,12 +87,15 @@ class Config:
     # mixture of guided conditionals ends exactly at pi_beta exp(beta Q / scale)) or "t" (softmax(log Z_t) at each
     # example's time, which under-tilts; see docs/efm-vs-guided.md)
     weight_at: Literal["endpoint", "t"] = "endpoint"
-    # the unit of the endpoint weights: "energy": softmax(-beta E) = softmax(beta A / scale), the guided path's own
-    # tilt, so beta sets both (on halfcheetah-medium scale ~4, i.e. 0.7 per unit of Q where IQL's temperature is 3);
-    # "q": softmax(temperature A), IQL's unit, and beta then only bends the paths between noise and data (with
-    # sigma_min = 0 the flow still ends exactly at pi_beta exp(temperature A), `energyflow.energy_weighted_loss`)
-    weight_unit: Literal["energy", "q"] = "energy"
-    # inverse temperature of the endpoint weights per unit of the (reward-scaled) Q, with weight_unit="q"
+    # the unit of the endpoint weights: "q": softmax(temperature A), IQL's unit, and beta then only bends the paths
+    # between noise and data (with sigma_min = 0 the flow still ends exactly at pi_beta exp(temperature A),
+    # `energyflow.energy_weighted_loss`); "energy": softmax(-beta E) = softmax(beta A / scale), the guided path's own
+    # tilt, so beta sets both. The energy unit was the default of 0.1: on the medium datasets its weights came out
+    # flat (0.7-0.9 per unit of Q at beta = 3, effective sample size 0.55-0.85 of the batch against IQL's 0.05-0.27),
+    # and walker2d-medium went 22 -> 76 at 30k updates with the q unit (docs/study.md, flowq-weights and flowq-tuned)
+    weight_unit: Literal["energy", "q"] = "q"
+    # inverse temperature of the endpoint weights per unit of the (reward-scaled) Q, with weight_unit="q" (IQL's 3;
+    # 10 lost hopper and halfcheetah in the screens, 1 and 5 were no better)
     temperature: float = 3.0
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)
     sigma_min: float = 0.0

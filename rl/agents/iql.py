@@ -70,9 +70,10 @@ class GaussianPolicyConfig:
     log_std_min: float = -5.0
     # upper bound of the Gaussian's log-std
     log_std_max: float = 2.0
-    # actions at evaluation: 1 = the mean (IQL's practice); N > 1 = the best by min Q of the mean and N - 1 draws
-    # of the Gaussian (the flow agents' policy.best_of_n, for a comparison on equal terms)
-    best_of_n: int = 1
+    # actions at evaluation: 1 = the mean (the IQL paper's practice); N > 1 = the best by min Q of the mean and N - 1
+    # draws of the Gaussian. 8, as the flow agents' policy.best_of_n, for a comparison on equal terms: on the medium
+    # grid's runs it lifted IQL 58.9 -> 63.1 on average (docs/study.md, iql-act); kind="deterministic" needs 1
+    best_of_n: int = 8
 
     def __post_init__(self):
         validate(
@@ -85,12 +86,14 @@ class GaussianPolicyConfig:
             },
         )
         if self.kind == "deterministic" and self.best_of_n > 1:
-            raise ValueError(f"best_of_n={self.best_of_n} needs kind='gaussian': a deterministic actor has one action")
+            raise ValueError(f"best_of_n={self.best_of_n} needs kind='gaussian': a deterministic actor has one action "
+                             "(set policy.best_of_n=1 with kind='deterministic')")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """IQL's settings; the defaults are the paper's MuJoCo locomotion ones (and the ones results are reported with)."""
+    """IQL's settings; the defaults are the paper's MuJoCo locomotion ones (and the ones results are reported with),
+    except for acting: best-of-8 by Q (`policy.best_of_n`) where the paper takes the mean action."""
 
     # inverse temperature of the advantage weights exp(temperature * (Q - V)) (the paper's beta)
     temperature: float = 3.0

@@ -101,6 +101,9 @@ class Screen:
     # its trained variants are the results grid's own runs, which `python -m rl.results run` makes (`study run` only
     # re-evaluates them)
     grid_runs: bool = False
+    # settings under every variant: the defaults the screen was run with where today's differ (`FORMER`), so that
+    # a change of defaults chosen from the screens keeps their runs (empty: today's defaults)
+    baseline: Mapping[str, str] = field(default_factory=dict)
 
     def screening(self, default: Screening) -> Screening:
         """The protocol this screen runs under: its own, else `default`."""
@@ -119,8 +122,8 @@ class Screen:
         return variant if variant.trained else self.variant(variant.evaluate_from)
 
     def grid(self, variant: Variant, screening: Screening) -> Grid:
-        """The grid of the runs behind `variant` (its base's, for an evaluation-only one)."""
-        return self.screening(screening).grid(self.agent, self.base(variant).overrides)
+        """The grid of the runs behind `variant` (its base's, for an evaluation-only one), on the screen's baseline."""
+        return self.screening(screening).grid(self.agent, {**self.baseline, **self.base(variant).overrides})
 
 
 def _act(label: str, base: str = "default", **settings: str) -> Variant:
@@ -128,6 +131,13 @@ def _act(label: str, base: str = "default", **settings: str) -> Variant:
 
 
 DEFAULT = Variant("default")
+FORMER: dict[str, dict[str, str]] = {
+    "flowq": {"agent.weight_unit": "energy", "agent.beta": "3", "agent.policy.best_of_n": "1"},
+    "iql": {"agent.policy.best_of_n": "1"},
+    "qipo": {"agent.policy.best_of_n": "1"},
+}
+"""The defaults of version 0.1 where the screens moved them (FlowQ's weights and beta, best-of-N acting): the
+baseline of the screens run under them, and of the results grid's runs that the act screens re-evaluate."""
 GRID = Screening(envs=grids.ENVS, kinds=grids.KINDS, seeds=grids.SEEDS, steps=grids.STEPS[0],
                  final_eval_episodes=Grid().final_eval_episodes)
 """The results grid's protocol (`rl.results.grid.Grid`'s defaults): the act screens re-evaluate its runs."""
@@ -138,21 +148,25 @@ SCREENS: tuple[Screen, ...] = (
     Screen("flowq-act", "flowq", "FlowQ: how should the trained flow choose its actions (starting noise, best-of-N by "
            "Q)?", (DEFAULT, _act("noise=0", noise="0"), _act("noise=0.5", noise="0.5"),
                    _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32"),
-                   _act("best-of-32, noise=2", best_of_n="32", noise="2")), protocol=GRID, grid_runs=True),
+                   _act("best-of-32, noise=2", best_of_n="32", noise="2")),
+           protocol=GRID, grid_runs=True, baseline=FORMER["flowq"]),
     Screen("iql-act", "iql", "IQL: does the Gaussian gain as much from best-of-N by Q (the mean and N - 1 draws) as "
            "the flows do? (the same evaluation budget for the baseline)",
-           (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID, grid_runs=True),
+           (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID, grid_runs=True,
+           baseline=FORMER["iql"]),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
-           "(default: softmax(beta A / scale), the guided path's own tilt; q: softmax(temperature A), IQL's unit)?",
+           "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: softmax(temperature A), "
+           "IQL's unit)?",
            (DEFAULT, *(Variant(f"q, temperature={t}", {"agent.weight_unit": "q", "agent.temperature": t})
                        for t in ("3", "1", "10")),
             Variant("q, temperature=3, beta=0", {"agent.weight_unit": "q", "agent.temperature": "3", "agent.beta": "0"})),
-           protocol=WALKER),
-    Screen("flowq-guidance", "flowq", "FlowQ: how much does the guidance strength beta (default 3) matter, and what "
+           protocol=WALKER, baseline=FORMER["flowq"]),
+    Screen("flowq-guidance", "flowq", "FlowQ: how much does the guidance strength beta (then 3, with energy-unit weights) matter, and what "
            "do the weights and sigma_min contribute on their own?",
            (DEFAULT, Variant("beta=1", {"agent.beta": "1"}), Variant("beta=10", {"agent.beta": "10"}),
             Variant("unweighted", {"agent.weighted": "false"}),
-            Variant("unweighted, sigma_min=0.05", {"agent.weighted": "false", "agent.sigma_min": "0.05"}))),
+            Variant("unweighted, sigma_min=0.05", {"agent.weighted": "false", "agent.sigma_min": "0.05"})),
+           baseline=FORMER["flowq"]),
     Screen("flowq-tuned", "flowq", "FlowQ: with the weights in IQL's unit, how much should the guided path still bend "
            "(beta), how sharp should the weights be, and what does best-of-8 add?",
            (DEFAULT, *(Variant(f"q, temperature={t}, beta={b}", {"agent.weight_unit": "q", "agent.temperature": t,
@@ -160,12 +174,12 @@ SCREENS: tuple[Screen, ...] = (
                        for t, b in (("3", "0"), ("3", "1"), ("5", "0"))),
             _act("best-of-8", best_of_n="8"),
             _act("q, temperature=3, beta=0, best-of-8", "q, temperature=3, beta=0", best_of_n="8")),
-           protocol=WALKER),
+           protocol=WALKER, baseline=FORMER["flowq"]),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),
                                Variant("expectile=0.9", {"agent.critic.expectile": "0.9"}),
-                               _act("best-of-8", best_of_n="8")), protocol=WALKER),
+                               _act("best-of-8", best_of_n="8")), protocol=WALKER, baseline=FORMER["iql"]),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
@@ -177,9 +191,11 @@ SCREENS: tuple[Screen, ...] = (
            "energy gradient and the weights are taken)?",
            (DEFAULT, Variant("lambda=power", {"agent.lambda_schedule": "power"}),
             Variant("lambda=constant", {"agent.lambda_schedule": "constant"}),
-            Variant("gradient=mean", {"agent.gradient": "mean"}), Variant("weights at t", {"agent.weight_at": "t"}))),
+            Variant("gradient=mean", {"agent.gradient": "mean"}),
+            Variant("energy weights at t, beta=3", {"agent.weight_unit": "energy", "agent.weight_at": "t",
+                                                     "agent.beta": "3"}))),
     Screen("qipo-act", "qipo", "QIPO: how should the trained flow choose its actions?",
            (DEFAULT, _act("noise=0", noise="0"), _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")),
-           protocol=GRID, grid_runs=True),
+           protocol=GRID, grid_runs=True, baseline=FORMER["qipo"]),
 )
 """The screens, cheapest and most informative first (flowq-act needs only the default's training)."""

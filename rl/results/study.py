@@ -227,7 +227,8 @@ def _table(screen: Screen, datasets: list[str], found: Mapping[tuple[str, str], 
              + " |", "|---|---|" + "---|---|---|" * len(datasets)]
     ref = screen.variants[0].label
     for v in screen.variants:
-        row = [v.label, " ".join(f"`--{k}={val}`" for k, val in v.overrides.items()) or "defaults"]
+        row = [v.label, " ".join(f"`--{k}={val}`" for k, val in v.overrides.items())
+               or ("the former defaults" if screen.baseline else "defaults")]
         row[1] += "" if v.trained else f" on the final checkpoints of {v.evaluate_from!r}"
         for d in datasets:
             if (v.label, d) not in found:
@@ -303,9 +304,13 @@ def render(screens: Sequence[Screen], screening: Screening, entries: Sequence[En
             datasets = own.datasets()
             lines += [f"*Protocol of this screen*: {', '.join(map(_short, datasets))}, seeds "
                       f"{', '.join(map(str, own.seeds))}, {_budget(own.steps)} updates per seed, final score on "
-                      f"{own.final_eval_episodes} episodes: the results grid's own runs of the defaults.", ""]
+                      f"{own.final_eval_episodes} episodes"
+                      + (": the results grid's own runs." if s.grid_runs else "."), ""]
         else:
             datasets = screening.datasets()
+        if s.baseline:
+            lines += ["*Run on the former defaults*: every variant's settings are on top of "
+                      + " ".join(f"`--{k}={v}`" for k, v in s.baseline.items()) + ".", ""]
         lines += _table(s, datasets, found)
         if found:
             _figure(s, datasets, found, img / f"study-{s.name}.png")

@@ -45,10 +45,12 @@ OBS_DIM, ACT_DIM, BATCH = 3, 2, 32
 CHUNK = 20
 
 CRITIC = IQLCriticConfig(lr=2e-3, width=32)
-FLOW = FlowPolicyConfig(lr=2e-3, width=32, depth=2, sample_steps=3)
+# plain sampling (and IQL's mean action), FlowQ's energy-unit weights at beta 3: the mechanics these tests check;
+# the defaults' best-of-N and IQL-unit weights have tests of their own
+FLOW = FlowPolicyConfig(lr=2e-3, width=32, depth=2, sample_steps=3, best_of_n=1)
 TINY = {
-    "iql": iql.Config(critic=CRITIC, policy=GaussianPolicyConfig(lr=2e-3, width=32)),
-    "flowq": flowq.Config(critic=CRITIC, policy=FLOW),
+    "iql": iql.Config(critic=CRITIC, policy=GaussianPolicyConfig(lr=2e-3, width=32, best_of_n=1)),
+    "flowq": flowq.Config(critic=CRITIC, policy=FLOW, weight_unit="energy", beta=3.0),
     "qipo": qipo.Config(
         critic_loss="softmax",  # the default critic is IQL's, tested with the other agents; keep this path exercised
         critic=CRITIC,
@@ -351,7 +353,7 @@ def test_flowq_policy_loss_does_not_train_the_critic(batch, gradient):
 def test_flowq_weights_in_units_of_q(batch, gradient):
     """weight_unit="q" weights by softmax(temperature A) whatever the energy's unit: with temperature = beta / scale
     it is the energy-unit loss again, with temperature 0 the unweighted one, and the path's beta still guides."""
-    base = dataclasses.replace(TINY["flowq"], gradient=gradient, beta=2.0)
+    base = dataclasses.replace(TINY["flowq"], gradient=gradient, beta=2.0, weight_unit="energy")
     state = flowq.init(base, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(27))
     critic: IQLCritic = state.critic
     # a critic with visibly different advantages, so that the weights matter

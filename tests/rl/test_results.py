@@ -81,17 +81,21 @@ def test_missing_lists_the_cells_the_ledger_lacks(tmp_path):
     older = fake_summary(WALKER, "iql", (0, 1, 2), [1.0, 2.0, 3.0])
     del older["config"]["train"]["final_eval_episodes"]
     ledger.add(put(tmp_path, "f", older), book)
-    # ... unless the field is a neutral addition: a FlowQ run from before policy.noise and weight_unit existed
-    # counts as one of today's defaults, and one with a non-default value of such a field does not
-    before = fake_summary(WALKER, "flowq", (0,), [5.0])
+    # ... unless the field is a neutral addition: a FlowQ run from before policy.noise and weight_unit existed is
+    # filled with the values that reproduce it (noise 1, energy-unit weights), so it fills a cell of a grid with
+    # those settings, like a run that sets them, and not one of today's defaults (IQL-unit weights)
+    energy = GRID.config(WALKER, "flowq", 1000, (0,))
+    energy = dataclasses.replace(energy, agent_config=dataclasses.replace(energy.agent_config, weight_unit="energy"))
+    before = fake_summary(WALKER, "flowq", (0,), [5.0], config=energy)
     del before["config"]["agent_config"]["policy"]["noise"], before["config"]["agent_config"]["weight_unit"]
     ledger.add(put(tmp_path, "g", before), book)
-    sharp = GRID.config(WALKER, "flowq", 1000, (1,))
-    sharp = dataclasses.replace(sharp, agent_config=dataclasses.replace(sharp.agent_config, weight_unit="q"))
-    ledger.add(put(tmp_path, "h", fake_summary(WALKER, "flowq", (1,), [6.0], config=sharp)), book)
+    set_later = dataclasses.replace(energy, seeds=(1,))
+    ledger.add(put(tmp_path, "h", fake_summary(WALKER, "flowq", (1,), [6.0], config=set_later)), book)
     gaps = ledger.missing(GRID, ledger.load(book))
     assert [(m.dataset, m.agent, m.seeds) for m in gaps] == [
-        (WALKER, "iql", (0, 1, 2)), (HOPPER, "flowq", (2,)), (WALKER, "flowq", (1, 2))]
+        (WALKER, "iql", (0, 1, 2)), (HOPPER, "flowq", (2,)), (WALKER, "flowq", (0, 1, 2))]
+    in_energy = dataclasses.replace(GRID, agents=("flowq",), overrides={"agent.weight_unit": "energy"})
+    assert [m.seeds for m in ledger.missing(in_energy, ledger.load(book)) if (m.dataset, m.agent) == (WALKER, "flowq")] == [(2,)]
     assert ledger.budgets(GRID, ledger.load(book)) == [500, 1000]
     # the same seeds added later, in a run of their own, complete the cell
     ledger.add(put(tmp_path, "e", fake_summary(HOPPER, "flowq", (2,), [45.0])), book)

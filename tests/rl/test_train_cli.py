@@ -182,7 +182,7 @@ def test_print_config_shows_the_resolved_config(capsys):
 def test_options_lists_every_field_with_its_comment(capsys):
     assert cli.main(["--agent", "flowq", "--options"]) == 0
     out = capsys.readouterr().out
-    assert "--agent.critic.expectile=0.7" in out and "--agent.beta=3.0" in out and "--data.reward=auto" in out
+    assert "--agent.critic.expectile=0.7" in out and "--agent.beta=1.0" in out and "--data.reward=auto" in out
     assert "--train.batch_size=256" in out and "transitions per update" in out
 
 
