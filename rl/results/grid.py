@@ -24,6 +24,7 @@ from rl.train.fields import apply_overrides
 __all__ = [
     "AGENTS",
     "DATASET_SETTINGS",
+    "FORMER_DEFAULTS",
     "ENVS",
     "KINDS",
     "SEEDS",
@@ -41,6 +42,15 @@ SEEDS = (0, 1, 2)
 STEPS = (100_000,)
 # Minari namespace of the locally made datasets (`results/<env>/<kind>-v0`), apart from other local ones
 NAMESPACE = "results"
+
+FORMER_DEFAULTS: dict[str, dict[str, str]] = {
+    "flowq": {"agent.weight_unit": "energy", "agent.beta": "3", "agent.policy.best_of_n": "1"},
+    "iql": {"agent.policy.best_of_n": "1"},
+    "qipo": {"agent.policy.best_of_n": "1"},
+}
+"""The defaults of version 0.1 where the study moved them (FlowQ's weights and beta, best-of-N acting), per agent:
+the results page shows the grid under them too (`Grid.agent_settings`), and the screens run under them keep their
+runs (`rl.results.screens.Screen.baseline`)."""
 
 DATASET_SETTINGS: dict[str, dict[str, dict[str, str]]] = {}
 """Per-dataset settings, where the papers' practice has them: `{"<env>/<kind>": {agent: {"agent.beta": "3"}}}`.
@@ -99,6 +109,8 @@ class Grid:
     namespace: str = NAMESPACE
     # settings for every run of the grid, dotted ("agent.beta" -> "3"), on top of DATASET_SETTINGS
     overrides: Mapping[str, str] = field(default_factory=dict)
+    # settings per agent ({"flowq": {"agent.beta": "3"}}), between DATASET_SETTINGS and overrides (e.g. FORMER_DEFAULTS)
+    agent_settings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.agents) - set(ALL_AGENTS))
@@ -107,15 +119,20 @@ class Grid:
         if not (self.envs and self.kinds and self.agents and self.seeds and self.steps):
             raise ValueError("a grid needs at least one env, kind, agent, seed and budget.")
         _grouped(self.overrides)
+        for agent, settings in self.agent_settings.items():
+            if agent not in ALL_AGENTS:
+                raise ValueError(f"agent_settings for unknown agent {agent!r}; expected some of {', '.join(ALL_AGENTS)}.")
+            _grouped(settings)
 
     def datasets(self) -> list[str]:
         """The grid's dataset ids, env-major."""
         return [dataset_id(env, kind, self.namespace) for env in self.envs for kind in self.kinds]
 
     def settings_for(self, dataset: str, agent: str) -> dict[str, str]:
-        """The dotted settings of a cell: `DATASET_SETTINGS` of its dataset, then the grid's overrides."""
+        """The dotted settings of a cell: `DATASET_SETTINGS` of its dataset, the agent's `agent_settings`, then the
+        grid's overrides."""
         key = dataset.removeprefix(f"{self.namespace}/").removesuffix("-v0")
-        return {**DATASET_SETTINGS.get(key, {}).get(agent, {}), **self.overrides}
+        return {**DATASET_SETTINGS.get(key, {}).get(agent, {}), **self.agent_settings.get(agent, {}), **self.overrides}
 
     def config(self, dataset: str, agent: str, steps: int, seeds: Sequence[int]) -> RunConfig:
         """The `RunConfig` of a cell's run (what `python -m rl.train` resolves `command(...)` to)."""

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from . import figures, stats
-from .grid import Grid
+from .grid import FORMER_DEFAULTS, Grid
 from .ledger import Entry, budgets, coverage, missing, other_entries
 
 __all__ = ["Cell", "cells", "render", "write_report"]
 
 NAMES = {"iql": "IQL", "flowq": "FlowQ", "qipo": "QIPO"}
+FORMER_ERA = "the defaults of 0.1"
 HISTORY = """## History
 
 An earlier table (3 seeds, 50 000 updates, 10-episode evaluations) was dropped because its per-seed logs were not
@@ -126,9 +127,12 @@ def _matrices(grid: Grid, found: dict[tuple[str, str], Cell], datasets: list[str
     return out
 
 
-def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: str, reps: int) -> list[str]:
+def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: str, reps: int, *,
+             era: str = "") -> list[str]:
+    """One budget's tables and figures; `era` names the settings of a grid that is not today's (figures get it as a
+    prefix, and no "Missing" list: only today's grid is to be completed)."""
     found = cells(grid, entries, steps)
-    lines = [f"## {_budget(steps)} updates per seed", ""]
+    lines = [f"## {_budget(steps)} updates per seed" + (f", {era}" if era else ""), ""]
     if not found:
         return lines + ["The ledger holds no run of this grid at this budget yet.", ""] + _missing(grid, entries, steps)
     lines += ["| dataset | behaviour data | " + " | ".join(NAMES.get(a, a) for a in grid.agents) + " |",
@@ -162,20 +166,24 @@ def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: 
         for name, a in agg.items():
             lines.append(f"| {name} | {a['IQM'].point:.1f} [{a['IQM'].low:.1f}, {a['IQM'].high:.1f}] | "
                          f"{a['mean'].point:.1f} [{a['mean'].low:.1f}, {a['mean'].high:.1f}] | {runs[name]} |")
-        tag = f"results-{_budget(steps)}"
+        tag = _tag(steps, era)
         figures.aggregate(agg, img / f"{tag}-aggregate.png")
         figures.profiles(scores, img / f"{tag}-profiles.png", reps=min(reps, 2_000))
         lines += ["", f"![aggregate IQM and mean]({link}/{tag}-aggregate.png)", "",
                   f"![performance profiles]({link}/{tag}-profiles.png)", "",
                   "Performance profiles: the fraction of runs (seeds × datasets) whose final score exceeds each "
                   "threshold, with 95% intervals.", ""]
-    tag = f"results-{_budget(steps)}"
+    tag = _tag(steps, era)
     if figures.curves(grid, found, img / f"{tag}-curves.png", reps=min(reps, 2_000), names=NAMES):
         lines += [f"![learning curves]({link}/{tag}-curves.png)", "",
                   "Learning curves: each evaluation's score (its periodic episodes) per dataset, mean over seeds with "
                   "a 95% bootstrap band; the last panel: the IQM over seeds × complete datasets, stratified band.",
                   ""]
-    return lines + _runs_table(found) + _missing(grid, entries, steps)
+    return lines + _runs_table(found) + ([] if era else _missing(grid, entries, steps))
+
+
+def _tag(steps: int, era: str) -> str:
+    return f"results-{'former-' if era else ''}{_budget(steps)}"
 
 
 def _runs_table(found: dict[tuple[str, str], Cell]) -> list[str]:
@@ -203,8 +211,7 @@ def _missing(grid: Grid, entries: Sequence[Entry], steps: int) -> list[str]:
     return lines + [""]
 
 
-def _others(grid: Grid, entries: Sequence[Entry], shown: Sequence[int]) -> list[str]:
-    rest = other_entries(grid, entries, shown)
+def _others(rest: Sequence[Entry]) -> list[str]:
     if not rest:
         return []
     lines = ["## Other runs in the ledger", "", "Runs of other settings, datasets or budgets than the grid's (each "
@@ -256,7 +263,18 @@ def render(grid: Grid, entries: Sequence[Entry], img: Path, *, link: str = "img"
              "checkpoints, is on the [Study](study.md) page.", ""]
     for steps in shown:
         lines += _section(grid, entries, steps, img, link, reps)
-    lines += _others(grid, entries, shown) + _recipes(grid, entries) + [BUILTIN.strip(), "", HISTORY.strip(), ""]
+    former = dataclasses.replace(grid, agent_settings=FORMER_DEFAULTS)
+    former_shown = [steps for steps in budgets(former, entries) if cells(former, entries, steps)]
+    if former_shown:
+        lines += ["The grid under the defaults of 0.1 follows: its runs were made before the study moved the "
+                  "defaults (" + "; ".join(f"{NAMES.get(a, a)}: " + " ".join(f"`--{k}={v}`" for k, v in o.items())
+                                           for a, o in FORMER_DEFAULTS.items() if a in grid.agents)
+                  + "), and it stays here as the record the study started from.", ""]
+        for steps in former_shown:
+            lines += _section(former, entries, steps, img, link, reps, era=FORMER_ERA)
+    in_former = {id(e) for e in other_entries(former, entries, former_shown)}
+    rest = [e for e in other_entries(grid, entries, shown) if id(e) in in_former]
+    lines += _others(rest) + _recipes(grid, entries) + [BUILTIN.strip(), "", HISTORY.strip(), ""]
     return "\n".join(lines)
 
 

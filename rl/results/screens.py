@@ -131,13 +131,9 @@ def _act(label: str, base: str = "default", **settings: str) -> Variant:
 
 
 DEFAULT = Variant("default")
-FORMER: dict[str, dict[str, str]] = {
-    "flowq": {"agent.weight_unit": "energy", "agent.beta": "3", "agent.policy.best_of_n": "1"},
-    "iql": {"agent.policy.best_of_n": "1"},
-    "qipo": {"agent.policy.best_of_n": "1"},
-}
-"""The defaults of version 0.1 where the screens moved them (FlowQ's weights and beta, best-of-N acting): the
-baseline of the screens run under them, and of the results grid's runs that the act screens re-evaluate."""
+FORMER = grids.FORMER_DEFAULTS
+"""The baseline of the screens run under the defaults of 0.1, and of the results grid's runs the act screens
+re-evaluate."""
 GRID = Screening(envs=grids.ENVS, kinds=grids.KINDS, seeds=grids.SEEDS, steps=grids.STEPS[0],
                  final_eval_episodes=Grid().final_eval_episodes)
 """The results grid's protocol (`rl.results.grid.Grid`'s defaults): the act screens re-evaluate its runs."""

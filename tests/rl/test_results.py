@@ -268,3 +268,27 @@ def test_dataset_recipes_follow_d4rl():
     assert "medium-replay" in replay[1] and replay[1][replay[1].index("--target-score") + 1] == "40"
     with pytest.raises(ValueError, match="no recipe for 'random-ish'"):
         _recipe("hopper", "random-ish", "results", Path("policies"))
+
+
+def test_runs_under_the_former_defaults_get_a_section_of_their_own(tmp_path):
+    """A cell run under `FORMER_DEFAULTS` (before the study moved the defaults) is shown in the grid under those
+    defaults, not in today's grid nor among the other runs; today's cell stays missing."""
+    from rl.results.grid import FORMER_DEFAULTS
+
+    book = tmp_path / "ledger"
+    former = dataclasses.replace(GRID, agents=("flowq",), agent_settings=FORMER_DEFAULTS)
+    config = former.config(HOPPER, "flowq", 1000, (0, 1, 2))
+    assert config.agent_config.weight_unit == "energy" and config.agent_config.policy.best_of_n == 1
+    ledger.add(put(tmp_path, "old", fake_summary(HOPPER, "flowq", (0, 1, 2), [31.5, 32.5, 33.5], config=config)), book)
+    args = ["report", "--envs", "hopper", "--agents", "flowq", "--steps", "1000", "--eval-every", "250",
+            "--eval-episodes", "2", "--final-eval-episodes", "3", "--ledger", str(book), "--reps", "200",
+            "--page", str(tmp_path / "results.md"), "--img", str(tmp_path / "img")]
+    assert cli.main(args) == 0
+    page = (tmp_path / "results.md").read_text()
+    today, _, before = page.partition("## 1k updates per seed, the defaults of 0.1")
+    assert "holds no run of this grid" in today and "- hopper-medium × FlowQ: seeds 0, 1, 2" in today
+    assert "| hopper-medium | 40.0 | 32.5 ± 0.8 |" in before and "Other runs in the ledger" not in page
+    assert "`--agent.weight_unit=energy` `--agent.beta=3` `--agent.policy.best_of_n=1`" in today
+    assert (tmp_path / "img" / "results-former-1k-curves.png").is_file()
+    with pytest.raises(ValueError, match="unknown agent 'sac'"):
+        dataclasses.replace(GRID, agent_settings={"sac": {}})
