@@ -422,7 +422,10 @@ def test_load_policy_acts_from_the_run_directory_alone(tmp_path, data):
 
 # ----------------------------------------------------------------------------- end to end on the bandit
 
-BANDIT_FLOWQ = flowq.Config.tiny()
+# plain sampling and the weights in the energy's unit (0.1's defaults): the settings these fractions were measured
+# with, under which beta = 0 is behaviour cloning
+BANDIT_FLOWQ = dataclasses.replace(flowq.Config.tiny(), weight_unit="energy",
+                                   policy=dataclasses.replace(flowq.Config.tiny().policy, best_of_n=1))
 BANDIT_RUNS = {
     # label: (agent, agent config, updates); best-mode fractions measured at these settings (seed 0): behaviour
     # cloning 0.12, FlowQ 0.88 (0.88, 1.0, 0.99 over seeds 0-2), QIPO 1.0 (1.0 over seeds 0-2), IQL 1.0
