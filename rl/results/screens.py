@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from collections.abc import Mapping
@@ -176,6 +177,10 @@ SCREENS: tuple[Screen, ...] = (
                                Variant("temperature=10", {"agent.temperature": "10"}),
                                Variant("expectile=0.9", {"agent.critic.expectile": "0.9"}),
                                _act("best-of-8", best_of_n="8")), protocol=WALKER, baseline=FORMER["iql"]),
+    Screen("iql-temperature", "iql", "IQL: does temperature 1, ahead on walker2d in iql-tuning, beat the paper's 3 "
+           "there at the results grid's budget? (its default is the grid's own IQL walker2d cell)",
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
+           protocol=dataclasses.replace(GRID, envs=("walker2d",))),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
