@@ -24,8 +24,8 @@ from rl.train.fields import apply_overrides
 __all__ = [
     "AGENTS",
     "DATASET_SETTINGS",
-    "FORMER_DEFAULTS",
     "ENVS",
+    "FORMER_DEFAULTS",
     "KINDS",
     "SEEDS",
     "STEPS",
@@ -121,7 +121,8 @@ class Grid:
         _grouped(self.overrides)
         for agent, settings in self.agent_settings.items():
             if agent not in ALL_AGENTS:
-                raise ValueError(f"agent_settings for unknown agent {agent!r}; expected some of {', '.join(ALL_AGENTS)}.")
+                raise ValueError(f"agent_settings for unknown agent {agent!r}; expected some of "
+                                 f"{', '.join(ALL_AGENTS)}.")
             _grouped(settings)
 
     def datasets(self) -> list[str]:

@@ -266,7 +266,7 @@ def render(grid: Grid, entries: Sequence[Entry], img: Path, *, link: str = "img"
     former = dataclasses.replace(grid, agent_settings=FORMER_DEFAULTS)
     former_shown = [steps for steps in budgets(former, entries) if cells(former, entries, steps)]
     if former_shown:
-        lines += ["The grid under the defaults of 0.1 follows: its runs were made before the study moved the "
+        lines += [f"The grid under {FORMER_ERA} follows: its runs were made before the study moved the "
                   "defaults (" + "; ".join(f"{NAMES.get(a, a)}: " + " ".join(f"`--{k}={v}`" for k, v in o.items())
                                            for a, o in FORMER_DEFAULTS.items() if a in grid.agents)
                   + "), and it stays here as the record the study started from.", ""]

@@ -149,17 +149,18 @@ SCREENS: tuple[Screen, ...] = (
            protocol=GRID, grid_runs=True, baseline=FORMER["flowq"]),
     Screen("iql-act", "iql", "IQL: does the Gaussian gain as much from best-of-N by Q (the mean and N - 1 draws) as "
            "the flows do? (the same evaluation budget for the baseline)",
-           (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")), protocol=GRID, grid_runs=True,
-           baseline=FORMER["iql"]),
+           (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")),
+           protocol=GRID, grid_runs=True, baseline=FORMER["iql"]),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
-           "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: softmax(temperature A), "
-           "IQL's unit)?",
+           "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: "
+           "softmax(temperature A), IQL's unit)?",
            (DEFAULT, *(Variant(f"q, temperature={t}", {"agent.weight_unit": "q", "agent.temperature": t})
                        for t in ("3", "1", "10")),
-            Variant("q, temperature=3, beta=0", {"agent.weight_unit": "q", "agent.temperature": "3", "agent.beta": "0"})),
+            Variant("q, temperature=3, beta=0",
+                    {"agent.weight_unit": "q", "agent.temperature": "3", "agent.beta": "0"})),
            protocol=WALKER, baseline=FORMER["flowq"]),
-    Screen("flowq-guidance", "flowq", "FlowQ: how much does the guidance strength beta (then 3, with energy-unit weights) matter, and what "
-           "do the weights and sigma_min contribute on their own?",
+    Screen("flowq-guidance", "flowq", "FlowQ: how much does the guidance strength beta (then 3, with energy-unit "
+           "weights) matter, and what do the weights and sigma_min contribute on their own?",
            (DEFAULT, Variant("beta=1", {"agent.beta": "1"}), Variant("beta=10", {"agent.beta": "10"}),
             Variant("unweighted", {"agent.weighted": "false"}),
             Variant("unweighted, sigma_min=0.05", {"agent.weighted": "false", "agent.sigma_min": "0.05"})),

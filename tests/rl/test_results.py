@@ -95,7 +95,8 @@ def test_missing_lists_the_cells_the_ledger_lacks(tmp_path):
     assert [(m.dataset, m.agent, m.seeds) for m in gaps] == [
         (WALKER, "iql", (0, 1, 2)), (HOPPER, "flowq", (2,)), (WALKER, "flowq", (0, 1, 2))]
     in_energy = dataclasses.replace(GRID, agents=("flowq",), overrides={"agent.weight_unit": "energy"})
-    assert [m.seeds for m in ledger.missing(in_energy, ledger.load(book)) if (m.dataset, m.agent) == (WALKER, "flowq")] == [(2,)]
+    gaps = ledger.missing(in_energy, ledger.load(book))
+    assert [m.seeds for m in gaps if (m.dataset, m.agent) == (WALKER, "flowq")] == [(2,)]
     assert ledger.budgets(GRID, ledger.load(book)) == [500, 1000]
     # the same seeds added later, in a run of their own, complete the cell
     ledger.add(put(tmp_path, "e", fake_summary(HOPPER, "flowq", (2,), [45.0])), book)
