@@ -4,7 +4,8 @@ All three agents of `docs/results.md` share IQL's critic, so their policies diff
 `A = Q(s, a) - V(s)` of dataset actions into a training signal:
 
 - IQL: advantage-weighted regression, weights `min(exp(temperature A), max_weight)`;
-- FlowQ (endpoint weights): `softmax(beta A / scale)` over the batch, `scale` the running mean of `|grad_a Q|`;
+- FlowQ (endpoint weights): `softmax(temperature A)` over the batch (`weight_unit="q"`, the default), or
+  `softmax(beta A / scale)`, `scale` the running mean of `|grad_a Q|` (`weight_unit="energy"`, 0.1's);
 - QIPO: `softmax_j(beta Q(s, a_j))` within each state's support set (actions drawn from the policy itself; not
   computed here, since the support sets are not stored in the checkpoint).
 
@@ -35,6 +36,15 @@ def effective_fraction(log_w: np.ndarray) -> float:
     return float(w.sum() ** 2 / (len(w) * np.sum(w**2)))
 
 
+def _flowq_per_q(cfg, state) -> float:
+    """FlowQ's endpoint weights' inverse temperature per unit of `Q` (0: unweighted, i.e. behaviour cloning)."""
+    if not cfg.weighted:
+        return 0.0
+    if getattr(cfg, "weight_unit", "energy") == "q":
+        return float(cfg.temperature)
+    return cfg.beta / float(jnp.asarray(state.energy_scale))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories of iql or flowq (written by python -m rl.train)")
@@ -61,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                 per_q = cfg.temperature
                 log_w = np.minimum(per_q * adv, np.log(cfg.max_weight))
             else:
-                per_q = cfg.beta / float(jnp.asarray(state.energy_scale)) if cfg.weighted else 0.0
+                per_q = _flowq_per_q(cfg, state)
                 log_w = per_q * adv
             ess = np.mean([effective_fraction(row) for row in log_w])
             print(f"{run:<45} {seed:>4} {adv.std():>7.3f} {per_q:>13.3f} {ess:>12.3f}")
