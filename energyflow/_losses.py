@@ -81,7 +81,11 @@ def group_softmax(logits: Float[Array, " n"], group_size: int | None = None) -> 
 
 
 def energy_weights(
-    energies: Float[Array, " n"], beta: ScalarLike, group_size: int | None = None
+    energies: Float[Array, " n"],
+    beta: ScalarLike,
+    group_size: int | None = None,
+    *,
+    max_log_weight: ScalarLike | None = None,
 ) -> Float[Array, " n"]:
     """The self-normalised EFM weights `g_i = softmax_i(-beta E(x_1,i))` (log-sum-exp, so no overflow).
 
@@ -90,8 +94,16 @@ def energy_weights(
         beta: inverse temperature.
         group_size: if given, normalise within consecutive groups of this size (examples sharing one context)
             instead of over the whole batch.
+        max_log_weight: if given, cap the unnormalised log-weights `-beta E` at this value before normalising:
+            no example then weighs more than `exp(max_log_weight)` times one with `E = 0`, however low its energy
+            (IQL's `max_weight`, in log form). The target becomes `p min(exp(-beta E), exp(max_log_weight))`, so
+            the cap needs an energy whose zero means something (an advantage, say), unlike the plain weights,
+            which ignore any shift of `E`.
     """
-    return group_softmax(-beta * energies, group_size)
+    logits = -beta * energies
+    if max_log_weight is not None:
+        logits = jnp.minimum(logits, max_log_weight)
+    return group_softmax(logits, group_size)
 
 
 def _evaluate_energy(energy, x_1, context):
@@ -141,6 +153,7 @@ def energy_weighted_loss(
     key: PRNGKeyArray | None = None,
     context: Float[Array, "n ctx"] | None = None,
     group_size: int | None = None,
+    max_log_weight: ScalarLike | None = None,
     x_0: Float[Array, "n dim"] | None = None,
     t: Float[Array, " n"] | None = None,
 ) -> Float[Array, ""]:
@@ -162,12 +175,13 @@ def energy_weighted_loss(
         context: one context per example, `[n, ctx]`, or `None`.
         group_size: normalise the weights within consecutive groups of this many examples (candidates that share
             one context) rather than over the whole batch.
+        max_log_weight: cap the log-weights `-beta E` at this value before normalising (`energy_weights`).
         x_0: the noise ends, `[n, dim]` (drawn from `key` if not given).
         t: the times, `[n]` (drawn uniformly from `key` if not given).
     """
     x_0, t = _draw(x_1, key, x_0, t)
     energies = jax.lax.stop_gradient(_evaluate_energy(energy, x_1, context))
-    weights = energy_weights(energies, beta, group_size)
+    weights = energy_weights(energies, beta, group_size, max_log_weight=max_log_weight)
     ps = _path_samples(path, x_0, x_1, t, energy if callable(energy) else None, context)
     return jnp.sum(weights * _squared_errors(model, ps, context))
 

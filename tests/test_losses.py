@@ -179,6 +179,32 @@ def test_efm_weights_of_extreme_energies():
 
 @SETTINGS
 @given(
+    batch=batches(), energies=_floats((N,), -3.0, 3.0), beta=st.floats(0.1, 10.0), cap=st.floats(-5.0, 5.0)
+)
+def test_capped_efm_weights_are_the_softmax_of_capped_logits(batch, energies, beta, cap):
+    """`max_log_weight` caps `-beta E` before normalising: the weights match a float64 softmax of
+    `min(-beta E, cap)` (rtol 1e-5: float32 exp), every example at or beyond the cap weighs the same, and a cap
+    above every logit changes nothing (the same float32 operations: exact). The loss uses those weights."""
+    x1, x0, t = batch
+    beta = jnp.float32(beta)
+    w = np.asarray(energy_weights(energies, beta, max_log_weight=cap))
+    logits = np.minimum(-float(beta) * np.asarray(energies, np.float64), cap)
+    ref = np.exp(logits - logits.max())
+    np.testing.assert_allclose(w, ref / ref.sum(), rtol=1e-5, atol=1e-12)
+    capped = logits >= cap
+    if capped.sum() > 1:
+        np.testing.assert_allclose(w[capped], w[capped][0], rtol=1e-6)
+    above = float(jnp.max(-beta * energies)) + 1.0
+    np.testing.assert_array_equal(energy_weights(energies, beta, max_log_weight=above), energy_weights(energies, beta))
+    x_t = t[:, None] * x1 + (1.0 - t[:, None]) * x0
+    errors = np.array([float(jnp.sum((MODEL(x_t[i], t[i], None) - (x1[i] - x0[i])) ** 2)) for i in range(N)])
+    np.testing.assert_allclose(
+        efm(MODEL, PATH, x1, energies, beta=beta, x_0=x0, t=t, max_log_weight=cap), np.sum(w * errors), rtol=1e-5
+    )
+
+
+@SETTINGS
+@given(
     group_size=st.sampled_from([1, 2, 3, 4, 6, 12]),
     logits=_floats((12,), -10.0, 10.0),
     noise=_floats((12,), -10.0, 10.0),

@@ -31,6 +31,7 @@ Choices where the paper leaves room (derivations on the documentation's maths pa
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -97,6 +98,10 @@ class Config:
     # inverse temperature of the endpoint weights per unit of the (reward-scaled) Q, with weight_unit="q" (IQL's 3;
     # 10 lost hopper and halfcheetah in the screens, 1 and 5 were no better)
     temperature: float = 3.0
+    # cap on the endpoint weights with weight_unit="q": min(exp(temperature A), max_weight) before normalising over
+    # the batch, as IQL caps its AWR weights at its max_weight (100). None: no cap, a few large advantages can then
+    # take most of the batch (temperature 10 lost hopper-medium in the screens: 10 vs 43)
+    max_weight: float | None = None
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)
     sigma_min: float = 0.0
     # divide the energy by a running mean of |grad_a Q(s, a_data)| (beta then does not depend on the reward scale,
@@ -118,8 +123,12 @@ class Config:
                 "sigma_min": between(0.0, 1.0, open_hi=True),
                 "scale_rate": between(0.0, 1.0, open_lo=True),
                 "temperature": at_least(0.0),
+                "max_weight": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "None or > 0"),
             },
         )
+        if self.max_weight is not None and self.weight_unit != "q":
+            raise ValueError(f"max_weight={self.max_weight} caps the q unit's weights; it needs weight_unit='q' "
+                             f"(got {self.weight_unit!r}; set max_weight=None)")
         if self.weight_unit == "q" and not (self.weighted and self.weight_at == "endpoint"):
             raise ValueError(
                 "weight_unit='q' sets the endpoint weights, so it needs weighted=True and weight_at='endpoint'; got "
@@ -285,8 +294,10 @@ def _guided_loss(
     """The regression on the guided path, weighted as `config` says (`weight_unit="q"`: EFM's endpoint weights
     `softmax(temperature A)`, i.e. `softmax(-temperature scale E)` since `E = -A / scale`)."""
     if config.weight_unit == "q":
+        cap = None if config.max_weight is None else math.log(config.max_weight)
         return energy_weighted_loss(
-            velocity, path, action, energy, beta=config.temperature * scale, key=key, context=context
+            velocity, path, action, energy, beta=config.temperature * scale, key=key, context=context,
+            max_log_weight=cap,
         )
     return energy_guided_loss(
         velocity, path, action, energy, key=key, context=context, weighted=config.weighted, weight_at=config.weight_at

@@ -178,6 +178,12 @@ SCREENS: tuple[Screen, ...] = (
             _act("best-of-8", best_of_n="8"),
             _act("q, temperature=3, beta=0, best-of-8", "q, temperature=3, beta=0", best_of_n="8")),
            protocol=WALKER, baseline=FORMER["flowq"]),
+    Screen("flowq-cap", "flowq", "FlowQ: does capping its weights as IQL caps its own (min(exp(temperature A), 100), "
+           "then normalised) let sharper weights work? (At temperature 3 the cap binds only for A > 1.5, beyond six "
+           "standard deviations of A on hopper.)",
+           (DEFAULT, *(Variant(f"max_weight=100, temperature={t}", {"agent.max_weight": "100", "agent.temperature": t})
+                       for t in ("10", "30"))),
+           protocol=WALKER, baseline={"agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),

@@ -371,6 +371,12 @@ def test_flowq_weights_in_units_of_q(batch, gradient):
     np.testing.assert_allclose(loss(flat), loss(dataclasses.replace(base, weighted=False)), rtol=1e-5)
     assert abs(loss(dataclasses.replace(in_q, temperature=20.0)) - loss(in_q)) > 1e-4 * loss(in_q)
     assert abs(loss(dataclasses.replace(in_q, beta=0.0)) - loss(in_q)) > 1e-4 * loss(in_q)
+    # max_weight caps exp(temperature A) as IQL does: a cap above every weight changes nothing, a low one does
+    advantage = min_q(q, batch.obs, batch.action) - state_values(critic.value, batch.obs)
+    top = float(jnp.exp(in_q.temperature * jnp.max(advantage)))
+    np.testing.assert_allclose(loss(dataclasses.replace(in_q, max_weight=2.0 * top)), loss(in_q), rtol=1e-6)
+    capped = loss(dataclasses.replace(in_q, max_weight=float(jnp.exp(in_q.temperature * jnp.median(advantage)))))
+    assert abs(capped - loss(in_q)) > 1e-4 * loss(in_q)
 
 
 def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
@@ -721,6 +727,8 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: flowq.Config(temperature=-1.0), "temperature must be >= 0"),
         (lambda: flowq.Config(weight_unit="q", weighted=False), "weight_unit='q' .* needs weighted=True"),
         (lambda: flowq.Config(weight_unit="q", weight_at="t"), "weight_at='endpoint'; got weighted=True"),
+        (lambda: flowq.Config(max_weight=0.0), "max_weight must be None or > 0, got 0.0"),
+        (lambda: flowq.Config(weight_unit="energy", max_weight=100.0), "max_weight=100.0 caps the q unit's weights"),
         (lambda: qipo.Config(pool_size=1000, renew_every=300), "pool_size must be a multiple of renew_every=300"),
     ],
 )
