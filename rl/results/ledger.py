@@ -13,6 +13,7 @@ existed: a recorded config without one is read with that value, so adding such a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "add_run",
     "budgets",
     "coverage",
+    "earlier_setting_hashes",
     "entry_name",
     "load",
     "missing",
@@ -87,6 +89,37 @@ def setting_hash(config: dict[str, Any] | RunConfig, *, seeds: bool = False) -> 
     if seeds:
         setting["seeds"] = sorted(data["seeds"])
     return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def earlier_setting_hashes(config: dict[str, Any] | RunConfig) -> set[str]:
+    """`setting_hash(config)` and the hashes the same setting had before any of the `NEUTRAL_ADDITIONS` it holds at
+    its neutral value existed (a hash recorded then, such as a re-evaluation's `base_setting`, still names it)."""
+    data = config.to_dict() if isinstance(config, RunConfig) else config
+    setting = _setting(data)
+    present = [name for name, value in NEUTRAL_ADDITIONS.get(setting["agent"], {}).items()
+               if _lookup(setting["agent_config"], name) == (True, value)]
+    out = set()
+    for chosen in itertools.product((False, True), repeat=len(present)):
+        trimmed = json.loads(json.dumps(setting))
+        for name, drop in zip(present, chosen):
+            if drop:
+                *parents, leaf = name.split(".")
+                node = trimmed["agent_config"]
+                for part in parents:
+                    node = node[part]
+                del node[leaf]
+        out.add(hashlib.sha256(json.dumps(trimmed, sort_keys=True).encode()).hexdigest()[:10])
+    return out
+
+
+def _lookup(tree: Any, dotted: str) -> tuple[bool, Any]:
+    """`(True, value)` of a dotted field of a nested dict, or `(False, None)` where it is absent."""
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
 
 
 def _slug(text: str) -> str:

@@ -152,9 +152,11 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")),
            protocol=GRID, grid_runs=True, baseline=FORMER["iql"]),
     Screen("flowq-act-q", "flowq", "FlowQ at today's defaults (IQL-unit weights, best-of-8): does another way of "
-           "choosing actions close its gap to IQL on hopper (narrower draws, more candidates, a finer ODE)?",
+           "choosing actions close its gap to IQL on hopper (narrower draws, more candidates, a finer ODE: Heun's "
+           "second-order steps or twice the Euler steps)?",
            (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
-            _act("best-of-32", best_of_n="32"), _act("best-of-8, heun", solver="heun")),
+            _act("best-of-32", best_of_n="32"), _act("best-of-8, heun", solver="heun"),
+            _act("best-of-8, 20 steps", sample_steps="20"), _act("best-of-32, heun", best_of_n="32", solver="heun")),
            protocol=GRID, grid_runs=True),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
            "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: "
@@ -208,7 +210,8 @@ SCREENS: tuple[Screen, ...] = (
             Variant("energy weights at t, beta=3", {"agent.weight_unit": "energy", "agent.weight_at": "t",
                                                      "agent.beta": "3"}))),
     Screen("qipo-act", "qipo", "QIPO: how should the trained flow choose its actions?",
-           (DEFAULT, _act("noise=0", noise="0"), _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")),
+           (DEFAULT, _act("noise=0", noise="0"), _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32"),
+            _act("best-of-8, heun", best_of_n="8", solver="heun")),
            protocol=GRID, grid_runs=True, baseline=FORMER["qipo"]),
 )
 """The screens, cheapest and most informative first (flowq-act needs only the default's training)."""
