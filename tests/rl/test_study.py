@@ -157,6 +157,27 @@ def row(page, screen, label):
     return [c.strip() for c in line.strip("|").split("|")]
 
 
+def test_a_re_evaluation_recorded_before_a_neutral_addition_still_counts(monkeypatch):
+    """A result's `base_setting` is the hash of its base setting when it was made. A field added since at its neutral
+    value (`ledger.NEUTRAL_ADDITIONS`, e.g. FlowQ's max_weight=None) leaves the result current; the field at another
+    value, or another setting, does not."""
+    noise = SCREEN.variant("noise=0")
+    base = SCREEN.grid(DEFAULT, PROTOCOL).config(HOPPER, "flowq", PROTOCOL.steps, PROTOCOL.seeds)
+    recorded = config_to_dict(base)
+    del recorded["agent_config"]["max_weight"]
+    with monkeypatch.context() as m:  # the code of before max_weight existed
+        m.setitem(ledger.NEUTRAL_ADDITIONS, "flowq",
+                  {k: v for k, v in ledger.NEUTRAL_ADDITIONS["flowq"].items() if k != "max_weight"})
+        then = ledger.setting_hash(recorded)
+    result = {"base_setting": then, "overrides": dict(noise.overrides),
+              "step": PROTOCOL.steps, "episodes": PROTOCOL.final_eval_episodes, "seeds": {"0": {}, "1": {}}}
+    assert then != ledger.setting_hash(base)  # the plain hash moved with the addition
+    assert study.current(result, SCREEN, noise, HOPPER, PROTOCOL)
+    capped = Screen("test-cap", "flowq", "?", (DEFAULT, noise), baseline={**PLAIN, "agent.max_weight": "100"})
+    assert not study.current(result, capped, noise, HOPPER, PROTOCOL)
+    assert not study.current({**result, "base_setting": "0123456789"}, SCREEN, noise, HOPPER, PROTOCOL)
+
+
 def test_the_page_is_written_from_the_ledger_and_the_results_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "SCREENS", (SCREEN,))
     finals = {("default", HOPPER): [45.25, 48.5], ("default", CHEETAH): [40.0, 41.5],
