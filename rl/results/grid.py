@@ -44,11 +44,13 @@ STEPS = (100_000,)
 NAMESPACE = "results"
 
 FORMER_DEFAULTS: dict[str, dict[str, str]] = {
-    "flowq": {"agent.weight_unit": "energy", "agent.beta": "3", "agent.policy.best_of_n": "1"},
+    "flowq": {"agent.weight_unit": "energy", "agent.beta": "3", "agent.policy.best_of_n": "1",
+              "agent.policy.solver": "euler"},
     "iql": {"agent.policy.best_of_n": "1"},
     "qipo": {"agent.policy.best_of_n": "1"},
 }
-"""The defaults of version 0.1 where the study moved them (FlowQ's weights and beta, best-of-N acting), per agent:
+"""The defaults of version 0.1 where the study moved them (FlowQ's weights, beta and ODE solver, best-of-N acting), per
+agent:
 the results page shows the grid under them too (`Grid.agent_settings`), and the screens run under them keep their
 runs (`rl.results.screens.Screen.baseline`)."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from . import grid as grids
 from .grid import NAMESPACE, Grid
 
-__all__ = ["ACT_SETTINGS", "DEFAULT", "GRID", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
+__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -138,6 +138,8 @@ re-evaluate."""
 GRID = Screening(envs=grids.ENVS, kinds=grids.KINDS, seeds=grids.SEEDS, steps=grids.STEPS[0],
                  final_eval_episodes=Grid().final_eval_episodes)
 """The results grid's protocol (`rl.results.grid.Grid`'s defaults): the act screens re-evaluate its runs."""
+EULER = {"agent.policy.solver": "euler"}
+"""FlowQ's acting before Heun's method became its default (the screens run then keep their runs)."""
 WALKER = Screening(envs=(*ENVS, "walker2d"))
 """The screening protocol with walker2d added, for questions whose answer the grid showed to differ there (FlowQ's
 weights: on walker2d-medium they are flattest relative to IQL's, and FlowQ trails IQL most)."""
@@ -151,13 +153,13 @@ SCREENS: tuple[Screen, ...] = (
            "the flows do? (the same evaluation budget for the baseline)",
            (DEFAULT, _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32")),
            protocol=GRID, grid_runs=True, baseline=FORMER["iql"]),
-    Screen("flowq-act-q", "flowq", "FlowQ at today's defaults (IQL-unit weights, best-of-8): does another way of "
+    Screen("flowq-act-q", "flowq", "FlowQ with IQL-unit weights and best-of-8 by Euler's method: does another way of "
            "choosing actions close its gap to IQL on hopper (narrower draws, more candidates, a finer ODE: Heun's "
            "second-order steps or twice the Euler steps)?",
            (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
             _act("best-of-32", best_of_n="32"), _act("best-of-8, heun", solver="heun"),
             _act("best-of-8, 20 steps", sample_steps="20"), _act("best-of-32, heun", best_of_n="32", solver="heun")),
-           protocol=GRID, grid_runs=True),
+           protocol=GRID, grid_runs=True, baseline=EULER),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
            "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: "
            "softmax(temperature A), IQL's unit)?",
@@ -185,7 +187,7 @@ SCREENS: tuple[Screen, ...] = (
            "standard deviations of A on hopper.)",
            (DEFAULT, *(Variant(f"max_weight=100, temperature={t}", {"agent.max_weight": "100", "agent.temperature": t})
                        for t in ("10", "30"))),
-           protocol=WALKER, baseline={"agent.policy.best_of_n": "1"}),
+           protocol=WALKER, baseline={**EULER, "agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),
