@@ -228,7 +228,7 @@ def _table(screen: Screen, datasets: list[str], found: Mapping[tuple[str, str], 
     ref = screen.variants[0].label
     for v in screen.variants:
         row = [v.label, " ".join(f"`--{k}={val}`" for k, val in v.overrides.items())
-               or ("the former defaults" if screen.baseline else "defaults")]
+               or ("earlier defaults" if screen.baseline else "defaults")]
         row[1] += "" if v.trained else f" on the final checkpoints of {v.evaluate_from!r}"
         for d in datasets:
             if (v.label, d) not in found:
@@ -309,7 +309,7 @@ def render(screens: Sequence[Screen], screening: Screening, entries: Sequence[En
         else:
             datasets = screening.datasets()
         if s.baseline:
-            lines += ["*Run on the former defaults*: every variant's settings are on top of "
+            lines += ["*Run on earlier defaults*: every variant's settings are on top of "
                       + " ".join(f"`--{k}={v}`" for k, v in s.baseline.items()) + ".", ""]
         lines += _table(s, datasets, found)
         if found:

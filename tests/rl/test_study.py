@@ -214,8 +214,8 @@ def test_the_page_is_written_from_the_ledger_and_the_results_alone(tmp_path, mon
 
     default = row(page, "test-beta", "default")
     assert default[2] == ms(finals[("default", HOPPER)]) and default[5] == ms(finals[("default", CHEETAH)])
-    assert default[1] == "the former defaults"  # the screen's baseline, stated once under its question
-    assert "*Run on the former defaults*: every variant's settings are on top of `--agent.policy.best_of_n=1`." in page
+    assert default[1] == "earlier defaults"  # the screen's baseline, stated once under its question
+    assert "*Run on earlier defaults*: every variant's settings are on top of `--agent.policy.best_of_n=1`." in page
     last3 = [np.mean([f - 3.0, f - 1.0, f + 1.0]) for f in finals[("default", HOPPER)]]
     assert default[3] == f"{np.mean(last3):.1f} ± {np.std(last3):.1f}" and default[4] == "ref."
     beta = row(page, "test-beta", "beta=10")
