@@ -184,9 +184,10 @@ SCREENS: tuple[Screen, ...] = (
            protocol=WALKER, baseline=FORMER["flowq"]),
     Screen("flowq-cap", "flowq", "FlowQ: does capping its weights as IQL caps its own (min(exp(temperature A), 100), "
            "then normalised) let sharper weights work? (At temperature 3 the cap binds only for A > 1.5, beyond six "
-           "standard deviations of A on hopper.)",
+           "standard deviations of A on hopper.) And, on these shorter runs, does acting by Heun's method help as on "
+           "the grid's?",
            (DEFAULT, *(Variant(f"max_weight=100, temperature={t}", {"agent.max_weight": "100", "agent.temperature": t})
-                       for t in ("10", "30"))),
+                       for t in ("10", "30")), _act("heun", solver="heun")),
            protocol=WALKER, baseline={**EULER, "agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
