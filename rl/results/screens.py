@@ -158,7 +158,8 @@ SCREENS: tuple[Screen, ...] = (
            "second-order steps or twice the Euler steps)?",
            (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
             _act("best-of-32", best_of_n="32"), _act("best-of-8, heun", solver="heun"),
-            _act("best-of-8, 20 steps", sample_steps="20"), _act("best-of-32, heun", best_of_n="32", solver="heun")),
+            _act("best-of-8, 20 steps", sample_steps="20"), _act("best-of-32, heun", best_of_n="32", solver="heun"),
+            _act("plain, heun", best_of_n="1", solver="heun")),
            protocol=GRID, grid_runs=True, baseline=EULER),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
            "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: "
@@ -187,7 +188,8 @@ SCREENS: tuple[Screen, ...] = (
            "standard deviations of A on hopper.) And, on these shorter runs, does acting by Heun's method help as on "
            "the grid's?",
            (DEFAULT, *(Variant(f"max_weight=100, temperature={t}", {"agent.max_weight": "100", "agent.temperature": t})
-                       for t in ("10", "30")), _act("heun", solver="heun")),
+                       for t in ("10", "30")), _act("heun", solver="heun"), _act("best-of-8", best_of_n="8"),
+            _act("best-of-8, heun", best_of_n="8", solver="heun")),
            protocol=WALKER, baseline={**EULER, "agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
