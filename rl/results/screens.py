@@ -161,6 +161,10 @@ SCREENS: tuple[Screen, ...] = (
             _act("best-of-8, 20 steps", sample_steps="20"), _act("best-of-32, heun", best_of_n="32", solver="heun"),
             _act("plain, heun", best_of_n="1", solver="heun")),
            protocol=GRID, grid_runs=True, baseline=EULER),
+    Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "
+           "three new seeds? (Its default is today's: Heun, best-of-8.)",
+           (DEFAULT, _act("euler", solver="euler")),
+           protocol=dataclasses.replace(GRID, envs=("hopper",), seeds=(3, 4, 5))),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
            "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: "
            "softmax(temperature A), IQL's unit)?",
