@@ -112,8 +112,9 @@ class Config:
     # the critic: IQL's twin Q with a target ensemble and V by expectile regression
     critic: IQLCriticConfig = dataclasses.field(default_factory=IQLCriticConfig)
     # the flow policy: network, learning rate, sampling at evaluation. FlowQ acts with Heun's method (10 steps, 20
-    # evaluations): on the medium grid's runs it lifted hopper 37.5 -> 53.4 against Euler's 42.9 with 20 steps
-    # (best-of-8; docs/study.md, flowq-act-q). Training never samples, so this changes acting only
+    # evaluations): on the medium grid's runs (best-of-8) it lifted hopper 37.5 -> 53.4, where Euler with 20 steps
+    # gave 42.9, at a cost on walker2d (95.9 -> 91.3; docs/study.md, flowq-act-q). Training never samples, so this
+    # changes acting only
     policy: FlowPolicyConfig = dataclasses.field(default_factory=lambda: FlowPolicyConfig(solver="heun"))
 
     def __post_init__(self):
