@@ -88,6 +88,10 @@ def setting_hash(config: dict[str, Any] | RunConfig, *, seeds: bool = False) -> 
     setting = _setting(data)
     if seeds:
         setting["seeds"] = sorted(data["seeds"])
+    return _digest(setting)
+
+
+def _digest(setting: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -108,7 +112,7 @@ def earlier_setting_hashes(config: dict[str, Any] | RunConfig) -> set[str]:
                 for part in parents:
                     node = node[part]
                 del node[leaf]
-        out.add(hashlib.sha256(json.dumps(trimmed, sort_keys=True).encode()).hexdigest()[:10])
+        out.add(_digest(trimmed))
     return out
 
 
