@@ -1,7 +1,7 @@
 """`python -m rl.results`: make the datasets, fill the ledger a sitting at a time, and write the results page.
 
-    python -m rl.results datasets                  # make results/<env>/medium-v0 with rl.collect (behaviour policies)
-    python -m rl.results datasets --kinds medium-expert,medium-replay   # the other D4RL kinds (replay: SAC, slow)
+    python -m rl.results datasets --kinds medium   # make results/<env>/medium-v0 with rl.collect (behaviour policies)
+    python -m rl.results datasets                  # all three D4RL kinds (medium-replay trains SAC: slow)
     python -m rl.results missing                   # the grid's cells the ledger lacks, with the run behind each
     python -m rl.results run --limit 2             # run (or resume) the first two missing runs, then add them
     python -m rl.results add runs/some-run         # copy a finished run's summary.json into results/ledger/
@@ -66,7 +66,7 @@ def _parser() -> Parser:
     grid.add_argument("--final-eval-episodes", type=int, default=50)
     p = Parser(prog=_PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    d = sub.add_parser("datasets", parents=[g], help="make the grid's datasets with rl.collect (medium kind)")
+    d = sub.add_parser("datasets", parents=[g], help="make the grid's datasets with rl.collect")
     d.add_argument("--policies", type=Path, default=Path("..") / "shared" / "policies",
                    help="directory of the behaviour policies <env>-medium.npz, <env>-expert.npz (default %(default)s)")
     a = sub.add_parser("add", help="copy finished runs' summaries into the ledger")

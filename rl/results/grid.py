@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
-KINDS = ("medium",)
+KINDS = ("medium", "medium-replay", "medium-expert")
+"""D4RL's three locomotion kinds (`python -m rl.results datasets` makes them; medium-replay trains SAC, hours on a CPU)."""
 AGENTS = ("iql", "flowq", "qipo")
 SEEDS = (0, 1, 2)
 STEPS = (100_000,)

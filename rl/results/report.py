@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import figures, stats
-from .grid import FORMER_DEFAULTS, Grid
+from .grid import FORMER_DEFAULTS, Grid, dataset_id
 from .ledger import Entry, budgets, coverage, missing, other_entries
 
 __all__ = ["Cell", "cells", "render", "write_report"]
@@ -265,6 +265,10 @@ def render(grid: Grid, entries: Sequence[Entry], img: Path, *, link: str = "img"
         lines += _section(grid, entries, steps, img, link, reps)
     former = dataclasses.replace(grid, agent_settings=FORMER_DEFAULTS)
     former_shown = [steps for steps in budgets(former, entries) if cells(former, entries, steps)]
+    if former_shown:  # a record, not a grid to complete: only the kinds it has runs of
+        ran = {d for steps in former_shown for d, _ in cells(former, entries, steps)}
+        former = dataclasses.replace(former, kinds=tuple(
+            k for k in grid.kinds if any(dataset_id(env, k, grid.namespace) in ran for env in grid.envs)))
     if former_shown:
         lines += [f"The grid under {FORMER_ERA} follows: its runs were made before the study moved the "
                   "defaults (" + "; ".join(f"{NAMES.get(a, a)}: " + " ".join(f"`--{k}={v}`" for k, v in o.items())

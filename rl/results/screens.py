@@ -135,9 +135,10 @@ DEFAULT = Variant("default")
 FORMER = grids.FORMER_DEFAULTS
 """The baseline of the screens run under the defaults of 0.1, and of the results grid's runs the act screens
 re-evaluate."""
-GRID = Screening(envs=grids.ENVS, kinds=grids.KINDS, seeds=grids.SEEDS, steps=grids.STEPS[0],
+GRID = Screening(envs=grids.ENVS, kinds=KINDS, seeds=grids.SEEDS, steps=grids.STEPS[0],
                  final_eval_episodes=Grid().final_eval_episodes)
-"""The results grid's protocol (`rl.results.grid.Grid`'s defaults): the act screens re-evaluate its runs."""
+"""The results grid's protocol (`rl.results.grid.Grid`'s defaults) on its medium datasets: the act screens re-evaluate
+its runs."""
 EULER = {"agent.policy.solver": "euler"}
 """FlowQ's acting before Heun's method became its default (the screens run then keep their runs)."""
 WALKER = Screening(envs=(*ENVS, "walker2d"))

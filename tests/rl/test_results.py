@@ -136,8 +136,8 @@ def test_run_resumes_an_interrupted_run_and_stops_at_the_limit(tmp_path, monkeyp
     monkeypatch.setattr(rl.data, "resolve_dataset_path", lambda name: tmp_path)  # every dataset "on this machine"
     commands = []
     monkeypatch.setattr(cli, "_execute", lambda cmd: commands.append(cmd) or 1)  # every run fails: nothing added
-    args = ["run", "--envs", "hopper,walker2d", "--agents", "iql", "--seeds", "0,1,2", "--steps", "1000",
-            "--eval-every", "250", "--eval-episodes", "2", "--final-eval-episodes", "3",
+    args = ["run", "--envs", "hopper,walker2d", "--kinds", "medium", "--agents", "iql", "--seeds", "0,1,2",
+            "--steps", "1000", "--eval-every", "250", "--eval-episodes", "2", "--final-eval-episodes", "3",
             "--ledger", str(tmp_path / "ledger"), "--runs", str(tmp_path / "runs")]
     gaps = ledger.missing(dataclasses.replace(GRID, agents=("iql",)), [])
     interrupted = tmp_path / "runs" / gaps[0].run_name(GRID)
