@@ -196,6 +196,16 @@ SCREENS: tuple[Screen, ...] = (
                        for t in ("10", "30")), _act("heun", solver="heun"), _act("best-of-8", best_of_n="8"),
             _act("best-of-8, heun", best_of_n="8", solver="heun")),
            protocol=WALKER, baseline={**EULER, "agent.policy.best_of_n": "1"}),
+    Screen("flowq-tilt", "flowq", "FlowQ: can the guided path's own tilt lift it beyond its weights? At t = 1 each "
+           "guided conditional is N(a + beta sigma_min^2 grad_a Q / scale, sigma_min^2): a step uphill on Q from every "
+           "data action, zero at the default sigma_min = 0. (The power schedule, lambda_t = beta t^4, keeps the bend "
+           "at earlier times below 0.06 beta action units; sigma_min = 0.2 with beta = 0 is the widening alone.)",
+           (DEFAULT, Variant("sigma_min=0.2, beta=0", {"agent.sigma_min": "0.2", "agent.beta": "0"}),
+            *(Variant(f"sigma_min={s}, beta={b}, power", {"agent.sigma_min": s, "agent.beta": b,
+                                                          "agent.lambda_schedule": "power"})
+              for s, b in (("0.2", "3"), ("0.1", "10"), ("0.2", "10")))),
+           protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
+           baseline={**EULER, "agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),
