@@ -102,8 +102,16 @@ class Config:
     # the batch, as IQL caps its AWR weights at its max_weight (100). None: no cap, a few large advantages can then
     # take most of the batch (temperature 10 lost hopper-medium in the screens: 10 vs 43)
     max_weight: float | None = None
-    # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min)
+    # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min). With sigma_min > 0 each guided conditional
+    # ends at N(a + beta sigma_min^2 grad_a Q / scale, sigma_min^2): a step uphill on Q, but the flow learns the
+    # widening too. At 30k updates the widening (0.2) cost more than the step gave (docs/study.md, flowq-tilt)
     sigma_min: float = 0.0
+    # a step uphill on Q without the widening: the policy regresses on a + uphill_step grad_a Q(s, a) / scale (clipped
+    # to [-1, 1]) instead of the data action a, the step the guided conditional's endpoint takes when sigma_min^2 beta
+    # = uphill_step, with the width kept at sigma_min. In action units: |grad_a Q| / scale is 1 on average over the
+    # data. The energy's expansion (the bend and the weights) moves with the target, so the weights stay those of
+    # the data action. Needs gradient="data" (the gradient is the one read at the data action); 0: off
+    uphill_step: float = 0.0
     # divide the energy by a running mean of |grad_a Q(s, a_data)| (beta then does not depend on the reward scale,
     # and the guidance shift stays within about 0.15 beta action units)
     normalize_energy: bool = True
@@ -124,11 +132,15 @@ class Config:
                 "beta": at_least(0.0),
                 "lambda_power": above(0.0),
                 "sigma_min": between(0.0, 1.0, open_hi=True),
+                "uphill_step": at_least(0.0),
                 "scale_rate": between(0.0, 1.0, open_lo=True),
                 "temperature": at_least(0.0),
                 "max_weight": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "None or > 0"),
             },
         )
+        if self.uphill_step > 0 and self.gradient != "data":
+            raise ValueError(f"uphill_step={self.uphill_step} steps along the gradient read at the data action; it "
+                             f"needs gradient='data' (got {self.gradient!r}; or set uphill_step=0)")
         if self.max_weight is not None and self.weight_unit != "q":
             raise ValueError(f"max_weight={self.max_weight} caps the q unit's weights; it needs weight_unit='q' "
                              f"(got {self.weight_unit!r}; set max_weight=None)")
@@ -273,7 +285,9 @@ def policy_loss(
     e = -(q_data - state_values(stop_gradient(value), obs)) / scale
     g = -dq_data / scale
     obs_dim, act_dim = obs.shape[1], action.shape[1]
-    # per example: [state | E(a_data) | grad_a E(a_data) | a_data]
+    if config.uphill_step > 0:  # the target moves uphill, and the energy's expansion point with it
+        action = jax.lax.stop_gradient(jnp.clip(action - config.uphill_step * g, -1.0, 1.0))
+    # per example: [state | E(a_data) | grad_a E(a_data) | a_data] (a_data: the regression target)
     context = jnp.concatenate([obs, jax.lax.stop_gradient(jnp.concatenate([e[:, None], g, action], axis=1))], axis=1)
 
     def linear_energy(a: Float[Array, " act_dim"], c: Float[Array, " ctx"]) -> Float[Array, ""]:

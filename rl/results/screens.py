@@ -206,6 +206,12 @@ SCREENS: tuple[Screen, ...] = (
               for s, b in (("0.2", "3"), ("0.1", "10"), ("0.2", "10")))),
            protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
            baseline={**EULER, "agent.policy.best_of_n": "1"}),
+    Screen("flowq-uphill", "flowq", "FlowQ: does the uphill step help without the widening? The policy regresses on "
+           "a + step grad_a Q / scale (clipped to [-1, 1]; |grad_a Q| / scale is 1 on average), the guided endpoint's "
+           "step at sigma_min^2 beta = step, with sigma_min = 0 (flowq-tilt: the widening cost more than the step gave).",
+           (DEFAULT, *(Variant(f"step={x}", {"agent.uphill_step": x}) for x in ("0.03", "0.1", "0.3"))),
+           protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
+           baseline={**EULER, "agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import energyflow
-from energyflow import energy_guided_loss
+from energyflow import energy_guided_loss, energy_weighted_loss
 from rl.agents import flowq, iql, qipo
 from rl.agents.base import at_least, between, check_init, validate
 from rl.agents.critics import (
@@ -379,6 +379,37 @@ def test_flowq_weights_in_units_of_q(batch, gradient):
     assert abs(capped - loss(in_q)) > 1e-4 * loss(in_q)
 
 
+def test_flowq_uphill_step_moves_the_targets_and_keeps_the_weights(batch):
+    """uphill_step = s regresses on clip(a + s grad_a min Q(s, a) / scale, -1, 1) with the weights of the data actions:
+    checked against energyflow's losses on targets shifted by hand (per-example gradients)."""
+    base = dataclasses.replace(TINY["flowq"], beta=0.0, weight_unit="q", temperature=2.0)
+    state = flowq.init(base, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(31))
+    critic: IQLCritic = state.critic
+    q = jax.tree.map(lambda x: 3.0 * x if eqx.is_inexact_array(x) else x, critic.q)  # gradients large enough to clip
+    scale, key, step = jnp.asarray(0.4), jax.random.key(32), 0.3
+    grads = jnp.stack([jax.grad(lambda a, s=s: jnp.min(q(s, a)))(a) for s, a in zip(batch.obs, batch.action)])
+    target = jnp.clip(batch.action + step * grads / scale, -1.0, 1.0)
+    assert bool(jnp.any(jnp.abs(batch.action + step * grads / scale) > 1.0))  # the clip is exercised
+    advantage = min_q(q, batch.obs, batch.action) - state_values(critic.value, batch.obs)
+    path = flowq.guidance_path(base)
+
+    def ours(config):
+        return float(flowq.policy_loss(state.policy, q, critic.value, batch.obs, batch.action, scale, config,
+                                       key=key)[0])
+
+    def by_hand(temperature):  # energy_weighted_loss's weights softmax(-temperature E) = softmax(temperature A)
+        context = jnp.concatenate([batch.obs, -advantage[:, None]], axis=1)
+        velocity = lambda x, t, c: state.policy(x, t, c[:OBS_DIM])  # noqa: E731
+        return float(energy_weighted_loss(velocity, path, target, lambda a, c: c[-1], beta=temperature, key=key,
+                                          context=context))
+
+    stepped = dataclasses.replace(base, uphill_step=step)
+    np.testing.assert_allclose(ours(stepped), by_hand(2.0), rtol=1e-5)
+    np.testing.assert_allclose(ours(dataclasses.replace(stepped, temperature=0.0)), by_hand(0.0), rtol=1e-5)
+    assert abs(ours(stepped) - ours(base)) > 1e-3 * ours(base)
+    assert abs(by_hand(2.0) - by_hand(0.0)) > 1e-4 * by_hand(0.0)  # the weights matter in this check
+
+
 def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
     """The first update sets the energy's unit to the batch mean of |grad_a min Q_target(s, a_data)|, so that the
     guided mean moves by at most ~0.15 beta action units whatever the reward scale; Q_target is the target ensemble
@@ -729,6 +760,8 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: flowq.Config(weight_unit="q", weight_at="t"), "weight_at='endpoint'; got weighted=True"),
         (lambda: flowq.Config(max_weight=0.0), "max_weight must be None or > 0, got 0.0"),
         (lambda: flowq.Config(weight_unit="energy", max_weight=100.0), "max_weight=100.0 caps the q unit's weights"),
+        (lambda: flowq.Config(uphill_step=-0.1), "uphill_step must be >= 0"),
+        (lambda: flowq.Config(uphill_step=0.1, gradient="mean"), "uphill_step=0.1 .* needs gradient='data'"),
         (lambda: qipo.Config(pool_size=1000, renew_every=300), "pool_size must be a multiple of renew_every=300"),
     ],
 )
