@@ -110,7 +110,9 @@ class Config:
     # to [-1, 1]) instead of the data action a, the step the guided conditional's endpoint takes when sigma_min^2 beta
     # = uphill_step, with the width kept at sigma_min. In action units: |grad_a Q| / scale is 1 on average over the
     # data. The energy's expansion (the bend and the weights) moves with the target, so the weights stay those of
-    # the data action. Needs gradient="data" (the gradient is the one read at the data action); 0: off
+    # the data action. Needs gradient="data" (the gradient is the one read at the data action); 0: off. At 30k
+    # updates 0.03 was within noise and 0.1, 0.3 lost (hopper 36.9, 32.2 against 37.2; docs/study.md, flowq-uphill):
+    # the IQL critic, trained on dataset actions only, is no guide a step away from them
     uphill_step: float = 0.0
     # divide the energy by a running mean of |grad_a Q(s, a_data)| (beta then does not depend on the reward scale,
     # and the guidance shift stays within about 0.15 beta action units)
