@@ -218,9 +218,9 @@ SCREENS: tuple[Screen, ...] = (
                                Variant("expectile=0.9", {"agent.critic.expectile": "0.9"}),
                                _act("best-of-8", best_of_n="8")), protocol=WALKER, baseline=FORMER["iql"]),
     Screen("iql-temperature", "iql", "IQL: does temperature 1, ahead on walker2d in iql-tuning, beat the paper's 3 "
-           "there at the results grid's budget? (its default is the grid's own IQL walker2d cell)",
+           "at the results grid's budget, there and on hopper? (its default is the grid's own IQL cells)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
-           protocol=dataclasses.replace(GRID, envs=("walker2d",))),
+           protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d"))),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
