@@ -37,7 +37,8 @@ __all__ = [
 
 ENVS = ("halfcheetah", "hopper", "walker2d")
 KINDS = ("medium", "medium-replay", "medium-expert")
-"""D4RL's three locomotion kinds (`python -m rl.results datasets` makes them; medium-replay trains SAC, hours on a CPU)."""
+"""D4RL's three locomotion kinds (`python -m rl.results datasets` makes them; medium-replay trains SAC first,
+10-40 min per env on a CPU; docs/data.md)."""
 AGENTS = ("iql", "flowq", "qipo")
 SEEDS = (0, 1, 2)
 STEPS = (100_000,)

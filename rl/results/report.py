@@ -265,11 +265,11 @@ def render(grid: Grid, entries: Sequence[Entry], img: Path, *, link: str = "img"
         lines += _section(grid, entries, steps, img, link, reps)
     former = dataclasses.replace(grid, agent_settings=FORMER_DEFAULTS)
     former_shown = [steps for steps in budgets(former, entries) if cells(former, entries, steps)]
-    if former_shown:  # a record, not a grid to complete: only the kinds it has runs of
+    if former_shown:
+        # a record, not a grid to complete: only the kinds it has runs of
         ran = {d for steps in former_shown for d, _ in cells(former, entries, steps)}
         former = dataclasses.replace(former, kinds=tuple(
             k for k in grid.kinds if any(dataset_id(env, k, grid.namespace) in ran for env in grid.envs)))
-    if former_shown:
         lines += [f"The grid under {FORMER_ERA} follows: its runs were made before the study moved the "
                   "defaults (" + "; ".join(f"{NAMES.get(a, a)}: " + " ".join(f"`--{k}={v}`" for k, v in o.items())
                                            for a, o in FORMER_DEFAULTS.items() if a in grid.agents)
