@@ -13,6 +13,14 @@ For every run given, on 256-example batches of its dataset, this prints the spre
 unit of `Q` the weights use, and the weights' effective sample size as a fraction of the batch,
 `(sum w)^2 / (n sum w^2)` (1 = uniform, i.e. behaviour cloning; small = a few examples dominate).
 
+It also prints how far the weights can move the policy *within* a state. Where the behaviour is a deterministic policy
+plus Gaussian action noise of standard deviation `sigma` (the results grid's medium and expert datasets: `--noise`,
+0.1), the behaviour at one state is `N(mu(s), sigma^2)`, and with `Q` linear in `a` over that width the reweighted
+`N(mu, sigma^2) exp(k Q)` (`k` the inverse temperature per unit of `Q`) is `N(mu + k sigma^2 grad_a Q, sigma^2)`: a
+shift of `k sigma^2 |grad_a Q|` action units, printed as a multiple of `sigma` (`k sigma |grad_a Q|`). A shift well
+below 1 means the target policy is the behaviour policy at every state, whatever its family, and what separates a
+flow from a Gaussian there is only how the weights trade states off against each other.
+
     python scripts/policy_weights.py runs/results/halfcheetah-iql runs/results/halfcheetah-flowq
 """
 
@@ -23,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rl.agents.nets import min_q, state_values
+from rl.agents.flowq import q_and_action_gradient
+from rl.agents.nets import state_values
 from rl.data import Normalizer, load_named
 from rl.train import checkpoint, load_run_config, seed_state
 from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo
@@ -49,8 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories of iql or flowq (written by python -m rl.train)")
     parser.add_argument("--batches", type=int, default=200, help="256-example batches to average over")
+    parser.add_argument("--noise", type=float, default=0.1,
+                        help="the behaviour's Gaussian action noise (standard deviation) for the within-state shift")
     args = parser.parse_args(argv)
-    print(f"{'run':<45} {'seed':>4} {'std A':>7} {'1/temp per Q':>13} {'ESS / batch':>12}")
+    print(f"{'run':<45} {'seed':>4} {'std A':>7} {'1/temp per Q':>13} {'ESS / batch':>12} {'|grad_a Q|':>10} "
+          f"{'shift / sigma':>13}")
     for run in args.runs:
         config = load_run_config(run)
         if config.agent not in ("iql", "flowq"):
@@ -65,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
             index = jax.random.randint(jax.random.key(seed), (args.batches, 256), 0, len(dataset))
             obs, action = data.obs[index.reshape(-1)], data.action[index.reshape(-1)]
             q_net = state.critic.q_target if config.agent == "flowq" else state.critic.q
-            adv = np.asarray(min_q(q_net, obs, action) - state_values(state.critic.value, obs))
+            q_data, grads = q_and_action_gradient(q_net, obs, action)
+            adv = np.asarray(q_data - state_values(state.critic.value, obs))
+            grad_norm = float(np.mean(np.linalg.norm(np.asarray(grads), axis=-1)))
             adv = adv.reshape(args.batches, 256)
             if config.agent == "iql":
                 per_q = cfg.temperature
@@ -74,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                 per_q = _flowq_per_q(cfg, state)
                 log_w = per_q * adv
             ess = np.mean([effective_fraction(row) for row in log_w])
-            print(f"{run:<45} {seed:>4} {adv.std():>7.3f} {per_q:>13.3f} {ess:>12.3f}")
+            shift = per_q * args.noise * grad_norm
+            print(f"{run:<45} {seed:>4} {adv.std():>7.3f} {per_q:>13.3f} {ess:>12.3f} {grad_norm:>10.3f} {shift:>13.3f}")
 
 
 if __name__ == "__main__":
