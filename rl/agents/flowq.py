@@ -58,6 +58,7 @@ __all__ = [
     "action_gradient_norm",
     "guidance_path",
     "init",
+    "log_partition_loss",
     "policy_loss",
     "q_and_action_gradient",
     "update",
@@ -98,6 +99,15 @@ class Config:
     # inverse temperature of the endpoint weights per unit of the (reward-scaled) Q, with weight_unit="q" (IQL's 3;
     # 10 lost hopper and halfcheetah in the screens, 1 and 5 were no better)
     temperature: float = 3.0
+    # what the q unit's endpoint weights subtract from Q: "value", IQL's expectile V(s), so that the weights
+    # softmax(temperature (Q - V)) also trade states off against each other; or "log_partition", the log-partition
+    # L(s) = log E_data[exp(temperature Q(s, a)) | s] / temperature of the dataset's actions at s, fitted by Gumbel
+    # regression (the value loss of Garg et al. 2023, XQL; `log_partition_loss`), so that exp(temperature (Q - L))
+    # averages to one at every state and the weights tilt only within states, at any temperature. The target per state,
+    # pi_beta exp(temperature Q), is the same; what changes is how the batch's weight is spread over its states
+    # (docs/study.md: the within-state tilt alone costs an effective sample size of about exp(-(temperature sigma
+    # |grad_a Q|)^2) with behaviour noise sigma, one action per state)
+    weight_baseline: Literal["value", "log_partition"] = "value"
     # cap on the endpoint weights with weight_unit="q": min(exp(temperature A), max_weight) before normalising over
     # the batch, as IQL caps its AWR weights at its max_weight (100). None: no cap, a few large advantages can then
     # take most of the batch (temperature 10 lost hopper-medium in the screens: 10 vs 43)
@@ -143,6 +153,9 @@ class Config:
         if self.uphill_step > 0 and self.gradient != "data":
             raise ValueError(f"uphill_step={self.uphill_step} steps along the gradient read at the data action; it "
                              f"needs gradient='data' (got {self.gradient!r}; or set uphill_step=0)")
+        if self.weight_baseline != "value" and self.weight_unit != "q":
+            raise ValueError(f"weight_baseline={self.weight_baseline!r} sets the q unit's weights; it needs "
+                             f"weight_unit='q' (got {self.weight_unit!r}; or set weight_baseline='value')")
         if self.max_weight is not None and self.weight_unit != "q":
             raise ValueError(f"max_weight={self.max_weight} caps the q unit's weights; it needs weight_unit='q' "
                              f"(got {self.weight_unit!r}; set max_weight=None)")
@@ -175,6 +188,9 @@ class State(eqx.Module):
     critic: IQLCritic
     # running mean of |grad_a Q(s, a_data)|, the energy's unit
     energy_scale: Float[Array, ""]
+    # L(s) of weight_baseline="log_partition" and its optimiser state (None otherwise)
+    log_partition: ValueNetwork | None
+    log_partition_opt_state: PyTree
     step: Int[Array, ""]
     config: Config = eqx.field(static=True)
 
@@ -205,11 +221,19 @@ def init(config: Config, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> St
     check_init(config, Config, obs_dim=obs_dim, act_dim=act_dim)
     kp, kc = jax.random.split(key)
     policy = init_flow_policy(config.policy, obs_dim=obs_dim, act_dim=act_dim, key=kp)
+    log_partition = log_partition_opt_state = None
+    if config.weight_baseline == "log_partition":  # the critic's own key stays as it was: its networks do not change
+        c = config.critic
+        log_partition = ValueNetwork(obs_dim, width=c.width, depth=c.depth, layer_norm=c.layer_norm,
+                                     key=jax.random.fold_in(key, 1))
+        log_partition_opt_state = init_opt_state(make_optimizer(c.lr), log_partition)
     return State(
         policy=policy,
         policy_opt_state=init_opt_state(make_optimizer(config.policy.lr), policy),
         critic=init_iql_critic(config.critic, obs_dim=obs_dim, act_dim=act_dim, key=kc),
         energy_scale=jnp.ones(()),
+        log_partition=log_partition,
+        log_partition_opt_state=log_partition_opt_state,
         step=jnp.zeros((), jnp.int32),
         config=config,
     )
@@ -324,6 +348,30 @@ def _guided_loss(
     )
 
 
+LOG_PARTITION_CLIP = 5.0
+"""Above this exponent `z = k (Q - L)` the Gumbel regression's `exp(z)` continues linearly (value and slope of
+`exp` at the clip), so that a few large advantages cannot blow up the regression's gradient."""
+
+
+def log_partition_loss(
+    log_partition: ValueNetwork, obs: Float[Array, "n obs_dim"], q_data: Float[Array, " n"], *, temperature: Scalar
+) -> tuple[Float[Array, ""], dict[str, Array]]:
+    """Gumbel regression of `L(s)` on `q_data = min_i Q_target,i(s, a_data)` (no gradient into Q): the mean of
+    `exp(z) - z - 1` with `z = temperature (q - L(s))`.
+
+    Its minimiser over `L(s)` solves `E[exp(z) | s] = 1`, i.e. `L(s) = log E[exp(temperature Q) | s] / temperature`
+    over the dataset's actions at `s` (the XQL value loss of Garg, Hejna, Geist, Ermon 2023, arXiv 2301.02328, in
+    units of `temperature`), as long as `z` stays below `LOG_PARTITION_CLIP`, above which `exp` continues linearly.
+    """
+    q = jax.lax.stop_gradient(q_data)
+    level = state_values(log_partition, obs)
+    z = temperature * (q - level)
+    clip = LOG_PARTITION_CLIP
+    ez = jnp.where(z < clip, jnp.exp(jnp.minimum(z, clip)), math.exp(clip) * (1.0 + z - clip))
+    loss = jnp.mean(ez - z - 1.0)
+    return loss, {"log_partition_loss": loss, "log_partition_mean": jnp.mean(level)}
+
+
 def q_and_action_gradient(
     q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n act_dim"]
 ) -> tuple[Float[Array, " n"], Float[Array, "n act_dim"]]:
@@ -368,8 +416,17 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
         energy_scale = jax.lax.stop_gradient((1.0 - rate) * state.energy_scale + rate * batch_scale)
     else:
         energy_scale = state.energy_scale
+    baseline, log_partition, log_partition_opt_state, lp_info = critic.value, None, None, {}
+    if config.weight_baseline == "log_partition":
+        (_, lp_info), lp_grads = eqx.filter_value_and_grad(log_partition_loss, has_aux=True)(
+            state.log_partition, batch.obs, q_data, temperature=config.temperature
+        )
+        log_partition, log_partition_opt_state = apply_gradients(
+            state.log_partition, state.log_partition_opt_state, lp_grads, make_optimizer(config.critic.lr)
+        )
+        baseline = log_partition
     (_, policy_info), grads = eqx.filter_value_and_grad(policy_loss, has_aux=True)(
-        state.policy, q_target, critic.value, batch.obs, batch.action, energy_scale, config, key=key,
+        state.policy, q_target, baseline, batch.obs, batch.action, energy_scale, config, key=key,
         at_data=(q_data, dq_data),
     )
     policy, policy_opt_state = apply_gradients(
@@ -380,7 +437,9 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
         policy_opt_state=policy_opt_state,
         critic=critic,
         energy_scale=energy_scale,
+        log_partition=log_partition,
+        log_partition_opt_state=log_partition_opt_state,
         step=state.step + 1,
         config=config,
     )
-    return new, {**critic_info, **policy_info, "energy_scale": energy_scale}
+    return new, {**critic_info, **lp_info, **policy_info, "energy_scale": energy_scale}

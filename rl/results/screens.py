@@ -212,6 +212,15 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, *(Variant(f"step={x}", {"agent.uphill_step": x}) for x in ("0.03", "0.1", "0.3"))),
            protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
            baseline={**EULER, "agent.policy.best_of_n": "1"}),
+    Screen("flowq-partition", "flowq", "FlowQ: do weights normalised within each state help (weight_baseline="
+           "log_partition: softmax(temperature (Q - L(s))), L(s) = log E_data[exp(temperature Q) | s] / temperature by "
+           "Gumbel regression, so that no state outweighs another on average), and do they let a sharper temperature "
+           "work (10 lost hopper with V as the baseline: 10.3)?",
+           (DEFAULT, Variant("log_partition", {"agent.weight_baseline": "log_partition"}),
+            Variant("log_partition, temperature=10", {"agent.weight_baseline": "log_partition",
+                                                      "agent.temperature": "10"})),
+           protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
+           baseline={**EULER, "agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),

@@ -9,6 +9,7 @@ in `test_contract.py`.
 
 import dataclasses
 import functools
+import io
 from typing import Literal
 
 import equinox as eqx
@@ -37,7 +38,7 @@ from rl.agents.critics import (
 )
 from rl.agents.iql import GaussianPolicyConfig
 from rl.agents.nets import LayerNormMLP, QEnsemble, ValueNetwork, batch_apply, min_q, mlp, q_values, state_values
-from rl.agents.optim import polyak_update
+from rl.agents.optim import apply_gradients, make_optimizer, polyak_update
 from rl.agents.policies import FlowPolicyConfig, best_of_n
 from rl.data import Transitions
 
@@ -410,6 +411,75 @@ def test_flowq_uphill_step_moves_the_targets_and_keeps_the_weights(batch):
     assert abs(by_hand(2.0) - by_hand(0.0)) > 1e-4 * by_hand(0.0)  # the weights matter in this check
 
 
+def test_flowq_log_partition_loss_is_stationary_at_the_log_mean_exp():
+    """At one state, the Gumbel regression's gradient in L vanishes at L = log mean exp(k q) / k (so that the weights
+    exp(k (q - L)) average to one there), and pushes L towards it from either side; above the clip its exp continues
+    linearly (finite, slope exp(clip))."""
+    k, n = 3.0, 64
+    q = 0.4 * jax.random.normal(jax.random.key(0), (n,))
+    obs = jnp.ones((n, OBS_DIM))
+    net = ValueNetwork(OBS_DIM, width=16, depth=1, key=jax.random.key(1))
+    raw = float(state_values(net, obs[:1])[0])
+    target = float(jax.scipy.special.logsumexp(k * q) - jnp.log(n)) / k
+    np.testing.assert_allclose(float(jnp.mean(jnp.exp(k * (q - target)))), 1.0, rtol=1e-5)
+
+    def grad_at(level):  # d loss / d (the output's bias), with the output set to `level`
+        shifted = eqx.tree_at(lambda m: m.net.layers[-1].bias, net, net.net.layers[-1].bias + (level - raw))
+        grads = eqx.filter_grad(lambda m: flowq.log_partition_loss(m, obs, q, temperature=k)[0])(shifted)
+        return float(jnp.ravel(grads.net.layers[-1].bias)[0])
+
+    assert abs(grad_at(target)) < 1e-4
+    assert grad_at(target - 0.1) < -1e-2 < 1e-2 < grad_at(target + 0.1)  # gradient descent moves L to the target
+    assert target > float(jnp.mean(q)) + 0.1  # not the mean: k makes it lean towards the larger q
+    far = jnp.asarray([20.0])  # z = k * 20 = 60, far above the clip
+    far_loss, _ = flowq.log_partition_loss(net, obs[:1], far + raw, temperature=k)
+    clip = flowq.LOG_PARTITION_CLIP
+    np.testing.assert_allclose(float(far_loss), np.exp(clip) * (1 + 60.0 - clip) - 60.0 - 1.0, rtol=1e-5)
+
+
+def test_flowq_log_partition_baseline_trains_l_and_changes_only_the_policy_weights(batch):
+    """weight_baseline="log_partition": the update fits L by its Gumbel regression on the value step's Q and the policy
+    loss subtracts L where it subtracted V; the critic's update is untouched, and a checkpoint resumes bit for bit."""
+    value_cfg = dataclasses.replace(TINY["flowq"], weight_unit="q", temperature=3.0)
+    lp_cfg = dataclasses.replace(value_cfg, weight_baseline="log_partition")
+    update = eqx.filter_jit(flowq.update)
+    states = {c.weight_baseline: flowq.init(c, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(41))
+              for c in (value_cfg, lp_cfg)}
+    assert states["value"].log_partition is None
+    after = {name: update(state, batch, key=jax.random.key(42)) for name, state in states.items()}
+    (lp_new, info), (v_new, _) = after["log_partition"], after["value"]
+    assert eqx.tree_equal(lp_new.critic, v_new.critic)  # same critic key and update
+    assert not eqx.tree_equal(lp_new.policy, v_new.policy)
+    assert not eqx.tree_equal(lp_new.log_partition, states["log_partition"].log_partition)
+    q_data = min_q(states["log_partition"].critic.q_target, batch.obs, batch.action)
+    expected, _ = flowq.log_partition_loss(states["log_partition"].log_partition, batch.obs, q_data, temperature=3.0)
+    np.testing.assert_allclose(float(info["log_partition_loss"]), float(expected), rtol=1e-5)
+    # the policy's gradient is that of policy_loss with L as the baseline
+    old = states["log_partition"]
+    grads = eqx.filter_grad(lambda p: flowq.policy_loss(p, old.critic.q_target, lp_new.log_partition, batch.obs,
+                                                        batch.action, lp_new.energy_scale, lp_cfg,
+                                                        key=jax.random.key(42))[0])(old.policy)
+    v_grads = eqx.filter_grad(lambda p: flowq.policy_loss(p, old.critic.q_target, v_new.critic.value, batch.obs,
+                                                          batch.action, v_new.energy_scale, value_cfg,
+                                                          key=jax.random.key(42))[0])(old.policy)
+    optimizer = make_optimizer(lp_cfg.policy.lr)
+    expected_policy, _ = apply_gradients(old.policy, old.policy_opt_state, grads, optimizer)
+    for got, want in zip(jax.tree.leaves(eqx.filter(lp_new.policy, eqx.is_array)),
+                         jax.tree.leaves(eqx.filter(expected_policy, eqx.is_array)), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    leaf = lambda g: np.asarray(jax.tree.leaves(eqx.filter(g, eqx.is_array))[0])  # noqa: E731
+    assert np.abs(leaf(grads) - leaf(v_grads)).max() > 1e-6  # L and V give different gradients here
+    # checkpoint -> resume
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, lp_new)
+    buffer.seek(0)
+    like = eqx.filter_eval_shape(flowq.init, lp_cfg, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(0))
+    restored = eqx.tree_deserialise_leaves(buffer, like)
+    a, _ = update(lp_new, batch, key=jax.random.key(43))
+    b, _ = update(restored, batch, key=jax.random.key(43))
+    assert eqx.tree_equal(a, b)
+
+
 def test_flowq_energy_unit_is_the_action_gradient_norm_of_q(batch):
     """The first update sets the energy's unit to the batch mean of |grad_a min Q_target(s, a_data)|, so that the
     guided mean moves by at most ~0.15 beta action units whatever the reward scale; Q_target is the target ensemble
@@ -761,6 +831,8 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: flowq.Config(max_weight=0.0), "max_weight must be None or > 0, got 0.0"),
         (lambda: flowq.Config(weight_unit="energy", max_weight=100.0), "max_weight=100.0 caps the q unit's weights"),
         (lambda: flowq.Config(uphill_step=-0.1), "uphill_step must be >= 0"),
+        (lambda: flowq.Config(weight_unit="energy", weight_baseline="log_partition"),
+         "weight_baseline='log_partition' sets the q unit's weights; it needs weight_unit='q'"),
         (lambda: flowq.Config(uphill_step=0.1, gradient="mean"), "uphill_step=0.1 .* needs gradient='data'"),
         (lambda: qipo.Config(pool_size=1000, renew_every=300), "pool_size must be a multiple of renew_every=300"),
     ],
