@@ -20,6 +20,7 @@ that `evaluate` applies is any object with `obs_mean`, `obs_std` and `obs(x)`, i
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -144,8 +145,33 @@ def normalized_score(raw_return: Any, ref_min: float, ref_max: float) -> Any:
     return float(score) if score.ndim == 0 else score
 
 
+# MuJoCo (from 4.0) warns, at every compile, that the `settotalmass` attribute of Gymnasium's own half_cheetah.xml
+# is deprecated: a note for Gymnasium's maintainers that would otherwise fill every halfcheetah log (one per
+# environment of every evaluation). The compiled model is unchanged (the datasets made with MuJoCo 4 are bit-identical
+# to those made with 3.x), so `make_env` drops that one message and lets every other warning through.
+_QUIET_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def _mujoco_warning(message: str) -> None:
+    if not any(m in message for m in _QUIET_MUJOCO_WARNINGS):
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def _quiet_known_mujoco_warnings() -> None:
+    """Route MuJoCo's warnings through `_mujoco_warning`, unless the user installed a handler of their own."""
+    try:
+        import mujoco
+    except ImportError:  # no MuJoCo: nothing to quiet
+        return
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
+
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """`gym.make(env_id)` with a clear error for an unknown or uninstalled environment.
+
+    MuJoCo's deprecation warning about Gymnasium's half_cheetah.xml (`settotalmass`) is dropped; other MuJoCo
+    warnings still print.
 
     Args:
         env_id: Gymnasium id, e.g. `"HalfCheetah-v5"`.
@@ -163,6 +189,7 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             f"Unknown Gymnasium environment {env_id!r} ({e}). Expected a registered id such as "
             "'HalfCheetah-v5', 'Hopper-v5' or 'Walker2d-v5' (MuJoCo envs need `pip install gymnasium[mujoco]`)."
         ) from e
+    _quiet_known_mujoco_warnings()
     return gym.make(env_id, **kwargs)
 
 

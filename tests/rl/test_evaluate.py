@@ -175,3 +175,23 @@ def test_bad_inputs_are_explained(setup):
         evaluate(lambda k, o: np.zeros((o.shape[0], 2)), SHORT_HOPPER, num_episodes=1, jit=False)
     with pytest.raises(ValueError, match="non-finite"):
         evaluate(lambda k, o: np.full((o.shape[0], 3), np.nan), SHORT_HOPPER, num_episodes=1, jit=False)
+
+
+def test_make_env_drops_only_the_known_mujoco_deprecation(capfd):
+    """Gymnasium's half_cheetah.xml sets `settotalmass`, which MuJoCo 4 reports as deprecated at every compile:
+    `make_env` keeps that one message out of the logs and passes any other MuJoCo warning on."""
+    import mujoco
+
+    import rl.envs as envs
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(None)
+    try:
+        make_env("HalfCheetah-v5").close()
+        assert mujoco.get_mju_user_warning() is envs._mujoco_warning
+        envs._mujoco_warning("something else went wrong")
+    finally:
+        mujoco.set_mju_user_warning(previous)
+    out, err = capfd.readouterr()
+    assert "settotalmass" not in out + err
+    assert "WARNING: something else went wrong" in err
