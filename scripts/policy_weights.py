@@ -9,6 +9,10 @@ All three agents of `docs/results.md` share IQL's critic, so their policies diff
 - QIPO: `softmax_j(beta Q(s, a_j))` within each state's support set (actions drawn from the policy itself; not
   computed here, since the support sets are not stored in the checkpoint).
 
+FlowQ runs with `weight_baseline="log_partition"` take `A = Q(s, a) - L(s)` with their fitted log-partition `L`
+instead; for them the last column gives the spread over states of `temperature (L - V)`, the per-state log-weight
+that the value baseline would have added and `L` removes (`-` for the other runs).
+
 For every run given, on 256-example batches of its dataset, this prints the spread of `A`, the inverse temperature per
 unit of `Q` the weights use, and the weights' effective sample size as a fraction of the batch,
 `(sum w)^2 / (n sum w^2)` (1 = uniform, i.e. behaviour cloning; small = a few examples dominate).
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the behaviour's Gaussian action noise (standard deviation) for the within-state shift")
     args = parser.parse_args(argv)
     print(f"{'run':<45} {'seed':>4} {'std A':>7} {'1/temp per Q':>13} {'ESS / batch':>12} {'|grad_a Q|':>10} "
-          f"{'shift / sigma':>13}")
+          f"{'shift / sigma':>13} {'std T(L - V)':>12}")
     for run in args.runs:
         config = load_run_config(run)
         if config.agent not in ("iql", "flowq"):
@@ -78,7 +82,14 @@ def main(argv: list[str] | None = None) -> None:
             obs, action = data.obs[index.reshape(-1)], data.action[index.reshape(-1)]
             q_net = state.critic.q_target if config.agent == "flowq" else state.critic.q
             q_data, grads = q_and_action_gradient(q_net, obs, action)
-            adv = np.asarray(q_data - state_values(state.critic.value, obs))
+            value = state_values(state.critic.value, obs)
+            partition = getattr(state, "log_partition", None)
+            spread = "-"
+            if partition is not None:  # weight_baseline="log_partition": A = Q - L
+                level = state_values(partition, obs)
+                spread = f"{float(jnp.std(cfg.temperature * (level - value))):.3f}"
+                value = level
+            adv = np.asarray(q_data - value)
             grad_norm = float(np.mean(np.linalg.norm(np.asarray(grads), axis=-1)))
             adv = adv.reshape(args.batches, 256)
             if config.agent == "iql":
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 log_w = per_q * adv
             ess = np.mean([effective_fraction(row) for row in log_w])
             shift = per_q * args.noise * grad_norm
-            print(f"{run:<45} {seed:>4} {adv.std():>7.3f} {per_q:>13.3f} {ess:>12.3f} {grad_norm:>10.3f} {shift:>13.3f}")
+            print(f"{run:<45} {seed:>4} {adv.std():>7.3f} {per_q:>13.3f} {ess:>12.3f} {grad_norm:>10.3f} {shift:>13.3f} {spread:>12}")
 
 
 if __name__ == "__main__":
