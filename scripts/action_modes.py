@@ -18,6 +18,7 @@ as medians over the queries:
 """
 
 import argparse
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,25 +27,30 @@ import numpy as np
 from rl.data import load_named
 
 
-def neighbours(obs: jax.Array, queries: np.ndarray, episode: np.ndarray, k: int, pool: int = 64) -> np.ndarray:
-    """Indices `[q, k]` of each query's `k` nearest states from other episodes (searched among its `pool` nearest)."""
+def neighbours(
+    obs: jax.Array, queries: np.ndarray, episode: np.ndarray, k: int, pool: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """The queries that have `k` neighbours from other episodes among their `pool` nearest states, and those
+    neighbours' indices `[q, k]`. A query whose nearest states all lie on its own episode (a periodic gait revisits
+    its own states) is left out."""
 
     @jax.jit
     def nearest(q_obs):
         d2 = jnp.sum(obs**2, axis=1)[None, :] - 2.0 * q_obs @ obs.T + jnp.sum(q_obs**2, axis=1)[:, None]
         return jax.lax.top_k(-d2, pool)[1]
 
-    found = []
+    kept, found = [], []
     for start in range(0, len(queries), 16):
         chunk = queries[start : start + 16]
         near = np.asarray(nearest(obs[chunk]))
         for q, row in zip(chunk, near):
             other = row[episode[row] != episode[q]][:k]
-            if len(other) < k:
-                raise SystemExit(f"fewer than {k} neighbours from other episodes among the {pool} nearest of state {q}; "
-                                 "lower --k")
-            found.append(other)
-    return np.stack(found)
+            if len(other) == k:
+                kept.append(q)
+                found.append(other)
+    if not found:
+        raise SystemExit(f"no query has {k} neighbours from other episodes among its {pool} nearest states; lower --k")
+    return np.asarray(kept), np.stack(found)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         episode = np.repeat(np.arange(len(data.episode_lengths)), data.episode_lengths)
         rng = np.random.default_rng(args.seed)
         queries = rng.choice(len(data), size=args.queries, replace=False)
-        near = neighbours(obs, queries, episode, args.k)
+        queries, near = neighbours(obs, queries, episode, args.k)
+        if len(queries) < args.queries:
+            print(f"{name}: {args.queries - len(queries)} of {args.queries} queries left out (fewer than {args.k} "
+                  "neighbours from other episodes among their 64 nearest)", file=sys.stderr)
         dist = np.linalg.norm(np.asarray(obs)[near] - np.asarray(obs)[queries][:, None], axis=-1)
         spread = np.sqrt(np.mean(np.var(action[near], axis=1), axis=-1))
         line = f"{name:<36} {np.median(dist):>9.3f} {np.median(spread):>11.3f}"
