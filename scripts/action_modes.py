@@ -27,8 +27,12 @@ import numpy as np
 from rl.data import load_named
 
 
+POOL = 64
+"""Nearest states searched per query for `k` from other episodes."""
+
+
 def neighbours(
-    obs: jax.Array, queries: np.ndarray, episode: np.ndarray, k: int, pool: int = 64
+    obs: jax.Array, queries: np.ndarray, episode: np.ndarray, k: int, pool: int = POOL
 ) -> tuple[np.ndarray, np.ndarray]:
     """The queries that have `k` neighbours from other episodes among their `pool` nearest states, and those
     neighbours' indices `[q, k]`. A query whose nearest states all lie on its own episode (a periodic gait revisits
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         queries, near = neighbours(obs, queries, episode, args.k)
         if len(queries) < args.queries:
             print(f"{name}: {args.queries - len(queries)} of {args.queries} queries left out (fewer than {args.k} "
-                  "neighbours from other episodes among their 64 nearest)", file=sys.stderr)
+                  f"neighbours from other episodes among their {POOL} nearest)", file=sys.stderr)
         dist = np.linalg.norm(np.asarray(obs)[near] - np.asarray(obs)[queries][:, None], axis=-1)
         spread = np.sqrt(np.mean(np.var(action[near], axis=1), axis=-1))
         line = f"{name:<36} {np.median(dist):>9.3f} {np.median(spread):>11.3f}"

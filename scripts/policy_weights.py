@@ -10,8 +10,9 @@ All three agents of `docs/results.md` share IQL's critic, so their policies diff
   computed here, since the support sets are not stored in the checkpoint).
 
 FlowQ runs with `weight_baseline="log_partition"` take `A = Q(s, a) - L(s)` with their fitted log-partition `L`
-instead; for them the last column gives the spread over states of `temperature (L - V)`, the per-state log-weight
-that the value baseline would have added and `L` removes (`-` for the other runs).
+instead; for them the last column gives the spread of `Q - V` on the same transitions, the advantage the value
+baseline would have used (`-` for the other runs): a baseline that only removes the states' trade-off should leave
+`std A` well below it.
 
 For every run given, on 256-example batches of its dataset, this prints the spread of `A`, the inverse temperature per
 unit of `Q` the weights use, and the weights' effective sample size as a fraction of the batch,
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the behaviour's Gaussian action noise (standard deviation) for the within-state shift")
     args = parser.parse_args(argv)
     print(f"{'run':<45} {'seed':>4} {'std A':>7} {'1/temp per Q':>13} {'ESS / batch':>12} {'|grad_a Q|':>10} "
-          f"{'shift / sigma':>13} {'std T(L - V)':>12}")
+          f"{'shift / sigma':>13} {'std (Q - V)':>12}")
     for run in args.runs:
         config = load_run_config(run)
         if config.agent not in ("iql", "flowq"):
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             spread = "-"
             if partition is not None:  # weight_baseline="log_partition": A = Q - L
                 level = state_values(partition, obs)
-                spread = f"{float(jnp.std(cfg.temperature * (level - value))):.3f}"
+                spread = f"{float(jnp.std(q_data - value)):.3f}"
                 value = level
             adv = np.asarray(q_data - value)
             grad_norm = float(np.mean(np.linalg.norm(np.asarray(grads), axis=-1)))
