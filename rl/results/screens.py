@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from . import grid as grids
 from .grid import NAMESPACE, Grid
 
-__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
+__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "OTHER_KINDS", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -139,6 +139,8 @@ GRID = Screening(envs=grids.ENVS, kinds=KINDS, seeds=grids.SEEDS, steps=grids.ST
                  final_eval_episodes=Grid().final_eval_episodes)
 """The results grid's protocol (`rl.results.grid.Grid`'s defaults) on its medium datasets: the act screens re-evaluate
 its runs."""
+OTHER_KINDS = dataclasses.replace(GRID, kinds=("medium-replay", "medium-expert"))
+"""The results grid's protocol on its other datasets: the act screens there re-evaluate its runs at today's defaults."""
 EULER = {"agent.policy.solver": "euler"}
 """FlowQ's acting before Heun's method became its default (the screens run then keep their runs)."""
 WALKER = Screening(envs=(*ENVS, "walker2d"))
@@ -162,6 +164,11 @@ SCREENS: tuple[Screen, ...] = (
             _act("best-of-8, 20 steps", sample_steps="20"), _act("best-of-32, heun", best_of_n="32", solver="heun"),
             _act("plain, heun", best_of_n="1", solver="heun")),
            protocol=GRID, grid_runs=True, baseline=EULER),
+    *(Screen(f"{agent}-act-kinds", agent, f"{name}: does best-of-8 by Q, chosen on the medium datasets, also serve on "
+             "medium-replay and medium-expert, or does a plain action (IQL: its mean; the flows: one draw) do better "
+             "there? (on the results grid's runs at today's defaults)", (DEFAULT, _act("plain", best_of_n="1")),
+             protocol=OTHER_KINDS, grid_runs=True) for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"),
+                                                                        ("qipo", "QIPO"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "
            "three new seeds? (Its default is today's: Heun, best-of-8.)",
            (DEFAULT, _act("euler", solver="euler")),
