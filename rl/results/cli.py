@@ -279,7 +279,8 @@ def _base_runs(x: study.Reevaluation, screening: study.Screening, runs: Path) ->
     found = {e.path.name: _find_run(e, grid, runs) for e in x.entries.values()}
     gone = [name for name, run_dir in found.items() if run_dir is None]
     if not x.ready(screening):
-        return found, f"waiting for the runs of {base!r} (study run trains them first)"
+        maker = "python -m rl.results run makes them" if x.screen.grid_runs else "study run trains them first"
+        return found, f"waiting for the runs of {base!r} ({maker})"
     if gone:
         return found, f"the run directory of {', '.join(gone)} is gone (runs/ is not committed): retrain {base!r}"
     return found, f"re-evaluate the final checkpoints of {base!r}" + " (its result is of another base)" * x.stale

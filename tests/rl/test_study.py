@@ -124,13 +124,24 @@ def test_unknown_screens_are_refused(capsys):
 # ----------------------------------------------------------------------------- missing
 
 
+def test_a_screen_on_the_grids_runs_waits_for_rl_results_run(tmp_path, monkeypatch, capsys):
+    """An act screen whose base runs are the results grid's points at `rl.results run`, and study run trains none."""
+    monkeypatch.setattr(study, "SCREENS", (dataclasses.replace(ACT, grid_runs=True),))
+    assert cli.main(["study", "missing", *options(tmp_path)]) == 0
+    assert "waiting for the runs of 'default' (python -m rl.results run makes them)" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "_execute", lambda cmd: pytest.fail(f"nothing should run: {cmd}"))
+    assert cli.main(["study", "run", *options(tmp_path)]) == 0
+    assert "python -m rl.results run makes them, not study run" in capsys.readouterr().out
+
+
 def test_missing_lists_a_variant_until_the_ledger_holds_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(study, "SCREENS", (SCREEN,))
     args = ["study", "missing", *options(tmp_path)]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "  beta=10: 2 runs missing" in out and "--agent.beta=10" in out
-    assert "waiting for the runs of 'default'" in out and "4 training runs and 2 re-evaluations missing" in out
+    assert "waiting for the runs of 'default' (study run trains them first)" in out
+    assert "4 training runs and 2 re-evaluations missing" in out
     add_entry(tmp_path, SCREEN, BETA, HOPPER, [50.0, 52.0])
     add_entry(tmp_path, SCREEN, BETA, CHEETAH, [40.0], seeds=(0,))
     grid = SCREEN.grid(BETA, PROTOCOL)
