@@ -42,6 +42,11 @@ def _acting(state, best_of_n: int):
         config, policy=dataclasses.replace(config.policy, best_of_n=best_of_n)))
 
 
+def _distance(a: jax.Array, b: jax.Array) -> float:
+    """Mean Euclidean distance between two batches of actions."""
+    return float(jnp.mean(jnp.linalg.norm(a - b, axis=-1)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories of iql, flowq or qipo (written by python -m rl.train)")
@@ -68,12 +73,8 @@ def main(argv: list[str] | None = None) -> None:
             value = getattr(state.critic, "value", None)  # QIPO's softmax critic has no V: 0
             v = 0.0 if value is None else state_values(value, obs)
             q_plain, q_best = min_q(state.critic.q, obs, plain) - v, min_q(state.critic.q, obs, best) - v
-
-            def dist(a, b):
-                return float(jnp.mean(jnp.linalg.norm(a - b, axis=-1)))
-
-            print(f"{run[-58:]:<58} {seed:>4} {n:>3} {dist(best, plain):>14.3f} {dist(plain, action):>14.3f} "
-                  f"{dist(best, action):>13.3f} {float(q_plain.mean()):>12.3f} {float(q_best.mean()):>11.3f} "
+            print(f"{run[-58:]:<58} {seed:>4} {n:>3} {_distance(best, plain):>14.3f} {_distance(plain, action):>14.3f} "
+                  f"{_distance(best, action):>13.3f} {float(q_plain.mean()):>12.3f} {float(q_best.mean()):>11.3f} "
                   f"{float((q_best - q_plain).mean()):>+8.3f}")
 
 

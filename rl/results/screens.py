@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from . import grid as grids
 from .grid import NAMESPACE, Grid
 
-__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "OTHER_KINDS", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
+__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "OTHER_KINDS", "SCREENS", "WALKER", "Screen", "Screening",
+           "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -167,8 +168,8 @@ SCREENS: tuple[Screen, ...] = (
     *(Screen(f"{agent}-act-kinds", agent, f"{name}: does best-of-8 by Q, chosen on the medium datasets, also serve on "
              "medium-replay and medium-expert, or does a plain action (IQL: its mean; the flows: one draw) do better "
              "there? (on the results grid's runs at today's defaults)", (DEFAULT, _act("plain", best_of_n="1")),
-             protocol=OTHER_KINDS, grid_runs=True) for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"),
-                                                                        ("qipo", "QIPO"))),
+             protocol=OTHER_KINDS, grid_runs=True)
+      for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "
            "three new seeds? (Its default is today's: Heun, best-of-8.)",
            (DEFAULT, _act("euler", solver="euler")),
