@@ -297,8 +297,9 @@ def _study_missing(args: argparse.Namespace, screening: study.Screening, screens
             if v.trained:
                 gaps = ledger.missing(grid, entries)
                 print(f"  {v.label}: " + (f"{len(gaps)} run{'s' * (len(gaps) > 1)} missing" if gaps else "complete"))
+                root = GRID_RUNS if s.grid_runs else args.runs  # where `rl.results run` would write the grid's runs
                 for m in gaps:
-                    cmd = grid.command(m.dataset, m.agent, m.steps, m.seeds, args.runs / m.run_name(grid))
+                    cmd = grid.command(m.dataset, m.agent, m.steps, m.seeds, root / m.run_name(grid))
                     print(f"    {study._short(m.dataset)} seeds {', '.join(map(str, m.seeds))}: {grids.shown(cmd)}")
                 runs |= {m.run_name(grid) for m in gaps}
                 continue

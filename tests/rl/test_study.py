@@ -128,7 +128,10 @@ def test_a_screen_on_the_grids_runs_waits_for_rl_results_run(tmp_path, monkeypat
     """An act screen whose base runs are the results grid's points at `rl.results run`, and study run trains none."""
     monkeypatch.setattr(study, "SCREENS", (dataclasses.replace(ACT, grid_runs=True),))
     assert cli.main(["study", "missing", *options(tmp_path)]) == 0
-    assert "waiting for the runs of 'default' (python -m rl.results run makes them)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "waiting for the runs of 'default' (python -m rl.results run makes them)" in out
+    # its training commands write where `rl.results run` does, not under the study's --runs
+    assert f"--run-dir {cli.GRID_RUNS}/" in out and str(tmp_path / "runs") not in out
     monkeypatch.setattr(cli, "_execute", lambda cmd: pytest.fail(f"nothing should run: {cmd}"))
     assert cli.main(["study", "run", *options(tmp_path)]) == 0
     assert "python -m rl.results run makes them, not study run" in capsys.readouterr().out
