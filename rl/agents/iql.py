@@ -74,6 +74,9 @@ class GaussianPolicyConfig:
     # draws of the Gaussian. 8, as the flow agents' policy.best_of_n, for a comparison on equal terms: on the medium
     # grid's runs it lifted IQL 58.9 -> 63.1 on average (docs/study.md, iql-act); kind="deterministic" needs 1
     best_of_n: int = 8
+    # scale of the draws' standard deviation in best-of-N (N(mean, (noise * std)^2)): 1 draws from the fitted
+    # Gaussian; below 1 the candidates stay closer to the mean, where the critic has seen data. Training never scales
+    noise: float = 1.0
 
     def __post_init__(self):
         validate(
@@ -83,8 +86,11 @@ class GaussianPolicyConfig:
                 "decay_steps": at_least(0),
                 "log_std_max": (lambda v: v > self.log_std_min, "> log_std_min"),
                 "best_of_n": at_least(1),
+                "noise": at_least(0.0),
             },
         )
+        if self.best_of_n > 1 and self.noise == 0:
+            raise ValueError(f"best_of_n={self.best_of_n} needs noise > 0: with noise=0 every draw is the mean")
         if self.kind == "deterministic" and self.best_of_n > 1:
             raise ValueError(f"best_of_n={self.best_of_n} needs kind='gaussian': a deterministic actor has one action "
                              "(set policy.best_of_n=1 with kind='deterministic')")
@@ -277,13 +283,13 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
 def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
     """The mean action `tanh(MLP(s))` for each state (deterministic; `key` is unused), or with
     `policy.best_of_n = N > 1` the one of highest `min_i Q_i(s, a)` (online critic) among the mean and `N - 1` draws
-    of the Gaussian, each clipped to `[-1, 1]`."""
+    of the Gaussian (its standard deviation scaled by `policy.noise`), each clipped to `[-1, 1]`."""
     config = state.config.policy
     means = jnp.clip(state.policy.means(obs), -1.0, 1.0)
     if config.best_of_n == 1:
         return means
     n, dim = means.shape
-    std = jnp.exp(jnp.clip(state.policy.log_std, config.log_std_min, config.log_std_max))
+    std = config.noise * jnp.exp(jnp.clip(state.policy.log_std, config.log_std_min, config.log_std_max))
     draws = means[:, None, :] + std[None, None, :] * jax.random.normal(key, (n, config.best_of_n - 1, dim))
     candidates = jnp.concatenate([means[:, None, :], jnp.clip(draws, -1.0, 1.0)], axis=1)
     flat = candidates.reshape(n * config.best_of_n, dim)

@@ -706,6 +706,20 @@ def test_iql_best_of_n_keeps_the_mean_or_a_better_draw(trained):
     # every chosen action is the mean or within a few standard deviations of it
     std = jnp.exp(jnp.clip(state.policy.log_std, -5.0, 2.0))
     assert np.all(np.abs(np.asarray(chosen - means)) <= 6.0 * np.asarray(std)[None, :] + 1e-6)
+    # noise scales the draws' deviation from the mean: the same normals, half as far (where no clip binds)
+    def with_noise(noise):
+        return dataclasses.replace(picky, config=dataclasses.replace(
+            picky.config, policy=dataclasses.replace(policy, noise=noise)))
+    z = jax.random.normal(jax.random.key(30), (9, 15, ACT_DIM))
+    for noise in (1.0, 0.5):
+        draws = jnp.clip(means[:, None, :] + noise * std[None, None, :] * z, -1.0, 1.0)
+        best = jnp.argmax(min_q(state.critic.q, jnp.repeat(obs, 15, axis=0), draws.reshape(-1, ACT_DIM))
+                          .reshape(9, 15), axis=-1)
+        q_best = min_q(state.critic.q, obs, draws[jnp.arange(9), best])
+        expected = jnp.where((q_best > q_mean)[:, None], draws[jnp.arange(9), best], means)
+        np.testing.assert_allclose(module.act(with_noise(noise), obs, key=jax.random.key(30)), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="needs noise > 0"):
+        dataclasses.replace(policy, noise=0.0)
 
 
 def test_iql_deterministic_policy_regresses_on_dataset_actions(batch):
