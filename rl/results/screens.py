@@ -168,8 +168,11 @@ SCREENS: tuple[Screen, ...] = (
     *(Screen(f"{agent}-act-kinds", agent, f"{name}: does best-of-8 by Q, chosen on the medium datasets, also serve on "
              "medium-replay and medium-expert, or does a plain action (IQL: its mean; the flows: one draw) do better "
              "there? Or best-of-8 among narrower draws (noise 0.5), which stay closer to the data the critic has "
-             "seen? (on the results grid's runs at today's defaults)",
-             (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5")),
+             "seen?" + (" Or one deterministic action per state (noise 0: the flow's image of the origin), which "
+                        "cannot switch between the behaviour's modes from one step to the next?" if agent != "iql"
+                        else "") + " (on the results grid's runs at today's defaults)",
+             (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
+              *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else [])),
              protocol=OTHER_KINDS, grid_runs=True)
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "
