@@ -14,7 +14,12 @@ as medians over the queries:
   neighbourhoods with at least two neighbours of each source, the distance between the two sources' mean actions
   (action units): the separation of two modes at one state.
 
+With `--first T` the queries are drawn from the first `T` steps of the episodes only: every episode starts from the
+environment's initial-state distribution, so there two behaviour policies meet at the same states even where their
+later trajectories never do.
+
     python scripts/action_modes.py results/hopper/medium-v0 results/hopper/medium-expert-v0 --split 1000000
+    python scripts/action_modes.py results/halfcheetah/medium-expert-v0 --split 1000000 --first 5
 """
 
 import argparse
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=8, help="neighbours per query, from other episodes")
     parser.add_argument("--split", type=int, default=None,
                         help="transitions before this index are one source, the rest another (medium-expert: 1000000)")
+    parser.add_argument("--first", type=int, default=None,
+                        help="draw the queries from the first FIRST steps of the episodes only (their shared starts)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     header = f"{'dataset':<36} {'obs dist':>9} {'action std':>11}"
@@ -75,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         action = np.asarray(tr.action)
         episode = np.repeat(np.arange(len(data.episode_lengths)), data.episode_lengths)
         rng = np.random.default_rng(args.seed)
-        queries = rng.choice(len(data), size=args.queries, replace=False)
+        pool = np.arange(len(data))
+        if args.first is not None:
+            starts = np.cumsum(data.episode_lengths) - data.episode_lengths
+            pool = pool[pool - np.repeat(starts, data.episode_lengths) < args.first]
+        queries = rng.choice(pool, size=min(args.queries, len(pool)), replace=False)
         queries, near = neighbours(obs, queries, episode, args.k)
         if len(queries) < args.queries:
             print(f"{name}: {args.queries - len(queries)} of {args.queries} queries left out (fewer than {args.k} "
