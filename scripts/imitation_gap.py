@@ -1,0 +1,84 @@
+"""How closely does a trained agent act like each source of a mixed dataset, on that source's own states?
+
+A medium-expert dataset is two policies' episodes, one after the other. An offline agent can only do as well as its
+imitation of the better one along that one's trajectories, so this reads, off a run's final checkpoint, per seed:
+
+- `|plain - data|` on `--states` random states of each source (before / after `--split`): the mean distance
+  (Euclidean, action units) between the agent's plain action (IQL: its mean; the flows: one draw) and the dataset's
+  action there. Behaviour noise of standard deviation 0.1 alone puts a perfect mean `0.1 sqrt(act_dim)` from the data
+  action, and an exact draw of the same noise `sqrt(2)` times that;
+- at the episodes' first step (`t = 0`, where both sources start from the environment's initial-state distribution,
+  so the two policies act at the same states): the distance from the plain action to the episode's own first action,
+  at each source's starts (an agent that follows the second source is far from the first's actions at the first's
+  starts and close at the second's), and `Q(2nd) - Q(1st)`, how much the agent's own critic (`min_i Q_i`) prefers
+  the second source's first actions to the first's at the first source's starts.
+
+    python scripts/imitation_gap.py runs/results/halfcheetah-medium-expert-iql-... --split 1000000
+"""
+
+import argparse
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rl.agents import get_agent
+from rl.agents.nets import min_q
+from rl.data import Normalizer, load_named
+from rl.train import checkpoint, load_run_config, seed_state
+from rl.train.checkpoint import shapes_of
+from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo
+
+
+def _plain(state):
+    """The state acting plainly (`policy.best_of_n = 1`; the config is static: a new state)."""
+    config = state.config
+    return dataclasses.replace(state, config=dataclasses.replace(
+        config, policy=dataclasses.replace(config.policy, best_of_n=1)))
+
+
+def _distance(a: jax.Array, b: jax.Array) -> float:
+    """Mean Euclidean distance between two batches of actions (or a batch and one action)."""
+    return float(jnp.mean(jnp.linalg.norm(a - b, axis=-1)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories of iql, flowq or qipo (written by python -m rl.train)")
+    parser.add_argument("--split", type=int, required=True,
+                        help="transitions before this index are the first source (medium-expert: 1000000)")
+    parser.add_argument("--states", type=int, default=2048, help="random states per source")
+    args = parser.parse_args(argv)
+    print(f"{'run':<58} {'seed':>4} {'|plain-data| 1st':>16} {'2nd':>6} {'t=0: to 1st':>11} {'to 2nd':>7} "
+          f"{'Q(2nd)-Q(1st)':>13}")
+    for run in args.runs:
+        config = load_run_config(run)
+        agent = get_agent(config.agent)
+        dataset = load_named(config.dataset)
+        if not 0 < args.split < len(dataset):
+            raise SystemExit(f"--split must lie inside the dataset's {len(dataset)} transitions, got {args.split}")
+        carry = checkpoint.load(run, shapes_of(config.agent, config.agent_config, config.seeds,
+                                               DatasetInfo.load(run))).carry
+        data = Normalizer.load(f"{run}/{NORMALIZER_FILE}").transitions(dataset.transitions)
+        rng = np.random.default_rng(0)
+        sources = [rng.integers(0, args.split, args.states), rng.integers(args.split, len(dataset), args.states)]
+        starts = np.cumsum(dataset.episode_lengths) - np.asarray(dataset.episode_lengths)
+        first, second = starts[starts < args.split], starts[starts >= args.split]
+        count = min(len(first), len(second))
+        for i, seed in enumerate(config.seeds):
+            state = _plain(seed_state(carry.agent, i))
+            key = jax.random.key(seed)
+            gaps = [_distance(agent.act(state, data.obs[idx], key=key), data.action[idx]) for idx in sources]
+            at_start = [_distance(agent.act(state, data.obs[idx], key=key), data.action[idx])
+                        for idx in (first, second)]
+            obs = data.obs[first[:count]]
+            prefer = min_q(state.critic.q, obs, data.action[second[:count]]) - min_q(state.critic.q, obs,
+                                                                                        data.action[first[:count]])
+            print(f"{run[-58:]:<58} {seed:>4} {gaps[0]:>16.3f} {gaps[1]:>6.3f} "
+                  f"{at_start[0]:>11.3f} {at_start[1]:>7.3f} "
+                  f"{float(prefer.mean()):>+13.2f}")
+
+
+if __name__ == "__main__":
+    main()
