@@ -21,30 +21,12 @@ means the chosen actions lie where the critic was not trained.
 """
 
 import argparse
-import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from run_states import distance, load_run, with_best_of_n
 
-from rl.agents import get_agent
 from rl.agents.nets import min_q, state_values
-from rl.data import Normalizer, load_named
-from rl.train import checkpoint, load_run_config, seed_state
-from rl.train.checkpoint import shapes_of
-from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo
-
-
-def _acting(state, best_of_n: int):
-    """The state with its policy config's `best_of_n` replaced (the config is static: a new state)."""
-    config = state.config
-    return dataclasses.replace(state, config=dataclasses.replace(
-        config, policy=dataclasses.replace(config.policy, best_of_n=best_of_n)))
-
-
-def _distance(a: jax.Array, b: jax.Array) -> float:
-    """Mean Euclidean distance between two batches of actions."""
-    return float(jnp.mean(jnp.linalg.norm(a - b, axis=-1)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,28 +37,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"{'run':<58} {'seed':>4} {'N':>3} {'|best - plain|':>14} {'|plain - data|':>14} {'|best - data|':>13} "
           f"{'Q(plain) - V':>12} {'Q(best) - V':>11} {'promised':>8}")
-    for run in args.runs:
-        config = load_run_config(run)
-        agent = get_agent(config.agent)
-        dataset = load_named(config.dataset)
-        carry = checkpoint.load(run, shapes_of(config.agent, config.agent_config, config.seeds,
-                                               DatasetInfo.load(run))).carry
-        data = Normalizer.load(f"{run}/{NORMALIZER_FILE}").transitions(dataset.transitions)
-        index = np.random.default_rng(0).integers(0, len(dataset), args.states)
-        obs, action = data.obs[index], data.action[index]
-        n = args.n or config.agent_config.policy.best_of_n
-        for i, seed in enumerate(config.seeds):
-            state = seed_state(carry.agent, i)
+    for name in args.runs:
+        run = load_run(name)
+        index = np.random.default_rng(0).integers(0, len(run.dataset), args.states)
+        obs, action = run.data.obs[index], run.data.action[index]
+        n = args.n or run.config.agent_config.policy.best_of_n
+        for seed, state in run.states():
             key = jax.random.key(seed)
-            plain = agent.act(_acting(state, 1), obs, key=key)
-            best = agent.act(_acting(state, n), obs, key=key)
+            plain = run.agent.act(with_best_of_n(state, 1), obs, key=key)
+            best = run.agent.act(with_best_of_n(state, n), obs, key=key)
             value = getattr(state.critic, "value", None)  # QIPO's softmax critic has no V: 0
             v = 0.0 if value is None else state_values(value, obs)
             q_plain, q_best = min_q(state.critic.q, obs, plain) - v, min_q(state.critic.q, obs, best) - v
-            print(f"{run[-58:]:<58} {seed:>4} {n:>3} {_distance(best, plain):>14.3f} {_distance(plain, action):>14.3f} "
-                  f"{_distance(best, action):>13.3f} {float(q_plain.mean()):>12.3f} {float(q_best.mean()):>11.3f} "
+            print(f"{name[-58:]:<58} {seed:>4} {n:>3} {distance(best, plain):>14.3f} {distance(plain, action):>14.3f} "
+                  f"{distance(best, action):>13.3f} {float(q_plain.mean()):>12.3f} {float(q_best.mean()):>11.3f} "
                   f"{float((q_best - q_plain).mean()):>+8.3f}")
-
 
 if __name__ == "__main__":
     main()

@@ -17,30 +17,12 @@ imitation of the better one along that one's trajectories, so this reads, off a 
 """
 
 import argparse
-import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from run_states import distance, load_run, with_best_of_n
 
-from rl.agents import get_agent
 from rl.agents.nets import min_q
-from rl.data import Normalizer, load_named
-from rl.train import checkpoint, load_run_config, seed_state
-from rl.train.checkpoint import shapes_of
-from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo
-
-
-def _plain(state):
-    """The state acting plainly (`policy.best_of_n = 1`; the config is static: a new state)."""
-    config = state.config
-    return dataclasses.replace(state, config=dataclasses.replace(
-        config, policy=dataclasses.replace(config.policy, best_of_n=1)))
-
-
-def _distance(a: jax.Array, b: jax.Array) -> float:
-    """Mean Euclidean distance between two batches of actions (or a batch and one action)."""
-    return float(jnp.mean(jnp.linalg.norm(a - b, axis=-1)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,33 +34,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"{'run':<58} {'seed':>4} {'|plain-data| 1st':>16} {'2nd':>6} {'t=0: to 1st':>11} {'to 2nd':>7} "
           f"{'Q(2nd)-Q(1st)':>13}")
-    for run in args.runs:
-        config = load_run_config(run)
-        agent = get_agent(config.agent)
-        dataset = load_named(config.dataset)
-        if not 0 < args.split < len(dataset):
-            raise SystemExit(f"--split must lie inside the dataset's {len(dataset)} transitions, got {args.split}")
-        carry = checkpoint.load(run, shapes_of(config.agent, config.agent_config, config.seeds,
-                                               DatasetInfo.load(run))).carry
-        data = Normalizer.load(f"{run}/{NORMALIZER_FILE}").transitions(dataset.transitions)
+    for name in args.runs:
+        run = load_run(name)
+        data, size = run.data, len(run.dataset)
+        if not 0 < args.split < size:
+            raise SystemExit(f"--split must lie inside the dataset's {size} transitions, got {args.split}")
         rng = np.random.default_rng(0)
-        sources = [rng.integers(0, args.split, args.states), rng.integers(args.split, len(dataset), args.states)]
-        starts = np.cumsum(dataset.episode_lengths) - np.asarray(dataset.episode_lengths)
+        sources = [rng.integers(0, args.split, args.states), rng.integers(args.split, size, args.states)]
+        lengths = np.asarray(run.dataset.episode_lengths)
+        starts = np.cumsum(lengths) - lengths
         first, second = starts[starts < args.split], starts[starts >= args.split]
         count = min(len(first), len(second))
-        for i, seed in enumerate(config.seeds):
-            state = _plain(seed_state(carry.agent, i))
-            key = jax.random.key(seed)
-            gaps = [_distance(agent.act(state, data.obs[idx], key=key), data.action[idx]) for idx in sources]
-            at_start = [_distance(agent.act(state, data.obs[idx], key=key), data.action[idx])
+        for seed, state in run.states():
+            state, key = with_best_of_n(state, 1), jax.random.key(seed)
+            gaps = [distance(run.agent.act(state, data.obs[idx], key=key), data.action[idx]) for idx in sources]
+            at_start = [distance(run.agent.act(state, data.obs[idx], key=key), data.action[idx])
                         for idx in (first, second)]
             obs = data.obs[first[:count]]
             prefer = min_q(state.critic.q, obs, data.action[second[:count]]) - min_q(state.critic.q, obs,
                                                                                         data.action[first[:count]])
-            print(f"{run[-58:]:<58} {seed:>4} {gaps[0]:>16.3f} {gaps[1]:>6.3f} "
-                  f"{at_start[0]:>11.3f} {at_start[1]:>7.3f} "
-                  f"{float(prefer.mean()):>+13.2f}")
-
+            print(f"{name[-58:]:<58} {seed:>4} {gaps[0]:>16.3f} {gaps[1]:>6.3f} "
+                  f"{at_start[0]:>11.3f} {at_start[1]:>7.3f} {float(prefer.mean()):>+13.2f}")
 
 if __name__ == "__main__":
     main()

@@ -36,12 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from run_states import load_run
+
 from rl.agents.flowq import q_and_action_gradient
 from rl.agents.nets import state_values
-from rl.data import Normalizer, load_named
-from rl.train import checkpoint, load_run_config, seed_state
-from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo
-from rl.train.checkpoint import shapes_of
+from rl.train import load_run_config
 
 
 def effective_fraction(log_w: np.ndarray) -> float:
@@ -72,14 +71,10 @@ def main(argv: list[str] | None = None) -> None:
         config = load_run_config(run)
         if config.agent not in ("iql", "flowq"):
             sys.exit(f"{run}: only iql and flowq runs have advantage weights on dataset actions (got {config.agent})")
-        dataset = load_named(config.dataset)
-        like = shapes_of(config.agent, config.agent_config, config.seeds, DatasetInfo.load(run))
-        carry = checkpoint.load(run, like).carry
-        data = Normalizer.load(f"{run}/{NORMALIZER_FILE}").transitions(dataset.transitions)
-        cfg = config.agent_config
-        for i, seed in enumerate(config.seeds):
-            state = seed_state(carry.agent, i)
-            index = jax.random.randint(jax.random.key(seed), (args.batches, 256), 0, len(dataset))
+        loaded = load_run(run)
+        data, cfg = loaded.data, config.agent_config
+        for seed, state in loaded.states():
+            index = jax.random.randint(jax.random.key(seed), (args.batches, 256), 0, len(loaded.dataset))
             obs, action = data.obs[index.reshape(-1)], data.action[index.reshape(-1)]
             q_net = state.critic.q_target if config.agent == "flowq" else state.critic.q
             q_data, grads = q_and_action_gradient(q_net, obs, action)
