@@ -117,10 +117,12 @@ def _complete(grid: Grid, found: dict[tuple[str, str], Cell]) -> list[str]:
     return [d for d in grid.datasets() if all((d, a) in found for a in grid.agents)]
 
 
-def _matrices(grid: Grid, found: dict[tuple[str, str], Cell], datasets: list[str]) -> dict[str, np.ndarray]:
-    """agent -> `[seeds, datasets]` final scores, over the seeds every one of `datasets` has for that agent."""
+def _matrices(grid: Grid, found: dict[tuple[str, str], Cell], datasets: list[str],
+              agents: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """agent -> `[seeds, datasets]` final scores, over the seeds every one of `datasets` has for that agent (all the
+    grid's agents unless `agents` names some)."""
     out = {}
-    for a in grid.agents:
+    for a in grid.agents if agents is None else agents:
         seeds = sorted(set.intersection(*(set(found[(d, a)].seeds) for d in datasets)))
         if seeds:
             out[NAMES.get(a, a)] = np.array([[found[(d, a)].entries[s].final(s) for d in datasets] for s in seeds])
@@ -173,6 +175,7 @@ def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: 
                   f"![performance profiles]({link}/{tag}-profiles.png)", "",
                   "Performance profiles: the fraction of runs (seeds × datasets) whose final score exceeds each "
                   "threshold, with 95% intervals.", ""]
+    lines += _head_to_head(grid, found, reps)
     tag = _tag(steps, era)
     if figures.curves(grid, found, img / f"{tag}-curves.png", reps=min(reps, 2_000), names=NAMES):
         lines += [f"![learning curves]({link}/{tag}-curves.png)", "",
@@ -180,6 +183,33 @@ def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: 
                   "a 95% bootstrap band; the last panel: the IQM over seeds × complete datasets, stratified band.",
                   ""]
     return lines + _runs_table(found) + ([] if era else _missing(grid, entries, steps))
+
+
+def _head_to_head(grid: Grid, found: dict[tuple[str, str], Cell], reps: int) -> list[str]:
+    """Each later agent against each earlier one (FlowQ and QIPO against IQL, QIPO against FlowQ) over every dataset
+    the two share, so that a pair is compared on more than the datasets that all agents have while the grid fills."""
+    rows = []
+    for i, first in enumerate(grid.agents):
+        for second in grid.agents[i + 1:]:
+            shared = [d for d in grid.datasets() if (d, first) in found and (d, second) in found]
+            if not shared:
+                continue
+            m = _matrices(grid, found, shared, (first, second))
+            a, b = NAMES.get(first, first), NAMES.get(second, second)
+            if len(m) < 2:
+                continue
+            diff = stats.iqm_difference(m[b], m[a], reps=reps)
+            agg = {k: float(stats.iqm(v)) for k, v in m.items()}
+            rows.append(f"| {b} vs {a} | {len(shared)} | {agg[b]:.1f} | {agg[a]:.1f} | {float(diff.point):+.1f} "
+                        f"[{float(diff.low):+.1f}, {float(diff.high):+.1f}] | {m[b].size}, {m[a].size} |")
+    if not rows:
+        return []
+    return ["### Head to head", "",
+            "Each pair of agents over every dataset both have (seeds every one of them has): the IQM of each, and "
+            "the difference with a 95% interval of a stratified bootstrap that redraws the two agents' runs "
+            f"independently ({reps} resamples). An interval that excludes 0 is a difference beyond seed noise.", "",
+            "| A vs B | datasets | IQM of A | IQM of B | A − B | runs of A, B |", "|---|---|---|---|---|---|",
+            *rows, ""]
 
 
 def _tag(steps: int, era: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.stats
 
-__all__ = ["Interval", "aggregates", "curve_intervals", "iqm", "performance_profiles"]
+__all__ = ["Interval", "aggregates", "curve_intervals", "iqm", "iqm_difference", "performance_profiles"]
 
 CONFIDENCE = 0.95
 
@@ -55,8 +55,10 @@ def _check(scores: Mapping[str, np.ndarray], ndim: int) -> dict[str, np.ndarray]
     return out
 
 
-def _estimate(scores: dict[str, np.ndarray], func: Callable[[np.ndarray], np.ndarray], reps: int,
+def _estimate(scores: dict[str, np.ndarray | tuple[np.ndarray, ...]], func: Callable[..., np.ndarray], reps: int,
               seed: int) -> dict[str, Interval]:
+    """`func` of each method's scores with its interval; a tuple of arrays is passed to `func` as separate arguments,
+    each redrawn independently."""
     library = _library()
     out = {}
     saved = np.random.get_state()
@@ -92,6 +94,18 @@ def aggregates(
     return {name: {label: Interval(*(np.asarray(v[i]) for v in (e.point, e.low, e.high)))
                    for i, label in enumerate(("IQM", "mean"))}
             for name, e in estimates.items()}
+
+
+def iqm_difference(first: np.ndarray, second: np.ndarray, *, reps: int = 20_000, seed: int = 0) -> Interval:
+    """`IQM(first) - IQM(second)` for two methods' `[runs, tasks]` scores on the same tasks (in the same order), with
+    a 95% interval of a stratified bootstrap that redraws each method's runs independently (`rliable`'s
+    `StratifiedIndependentBootstrap`: different methods' seeds are separate runs, not pairs). Scalar arrays."""
+    checked = _check({"first": first, "second": second}, 2)
+    a, b = checked["first"], checked["second"]
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"both methods need scores on the same tasks, got {a.shape[1]} and {b.shape[1]} columns.")
+    e = _estimate({"difference": (a, b)}, lambda x, y: np.array([iqm(x) - iqm(y)]), reps, seed)["difference"]
+    return Interval(*(np.asarray(v).reshape(-1)[0, ...] for v in (e.point, e.low, e.high)))  # 0-d arrays
 
 
 def performance_profiles(scores: Mapping[str, np.ndarray], taus: np.ndarray, *, reps: int = 2_000,
