@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from . import grid as grids
 from .grid import NAMESPACE, Grid
 
-__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "OTHER_KINDS", "SCREENS", "WALKER", "Screen", "Screening",
-           "Variant"]
+__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "MEDIUM_EXPERT", "OTHER_KINDS", "SCREENS", "WALKER", "Screen",
+           "Screening", "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -147,6 +147,8 @@ EULER = {"agent.policy.solver": "euler"}
 WALKER = Screening(envs=(*ENVS, "walker2d"))
 """The screening protocol with walker2d added, for questions whose answer the grid showed to differ there (FlowQ's
 weights: on walker2d-medium they are flattest relative to IQL's, and FlowQ trails IQL most)."""
+MEDIUM_EXPERT = Screening(envs=("halfcheetah", "walker2d"), kinds=("medium-expert",))
+"""The screening protocol on the two medium-expert datasets where FlowQ trails IQL most at the grid's budget."""
 SCREENS: tuple[Screen, ...] = (
     Screen("flowq-act", "flowq", "FlowQ: how should the trained flow choose its actions (starting noise, best-of-N by "
            "Q)?", (DEFAULT, _act("noise=0", noise="0"), _act("noise=0.5", noise="0.5"),
@@ -243,6 +245,12 @@ SCREENS: tuple[Screen, ...] = (
            "at the results grid's budget, there and on hopper? (its default is the grid's own IQL cells)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
            protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d"))),
+    Screen("flowq-fit", "flowq", "FlowQ on medium-expert, where its flow stays further from the data actions than "
+           "IQL's Gaussian (docs/study.md): does it fit faster with flatter weights (temperature 1: a larger effective "
+           "batch) or a larger policy learning rate? And does its plain draw beat best-of-8 there at this budget too?",
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
+            Variant("policy lr=1e-3", {"agent.policy.lr": "1e-3"}), _act("plain", best_of_n="1")),
+           protocol=MEDIUM_EXPERT),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
