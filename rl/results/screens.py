@@ -251,6 +251,9 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
             Variant("policy lr=1e-3", {"agent.policy.lr": "1e-3"}), _act("plain", best_of_n="1")),
            protocol=MEDIUM_EXPERT),
+    Screen("iql-medium-expert", "iql", "IQL under flowq-fit's protocol, the reference its variants are held against "
+           "(and its mean action against best-of-8 there).", (DEFAULT, _act("plain", best_of_n="1")),
+           protocol=MEDIUM_EXPERT),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
