@@ -246,10 +246,13 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
            protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d"))),
     Screen("flowq-fit", "flowq", "FlowQ on medium-expert, where its flow stays further from the data actions than "
-           "IQL's Gaussian (docs/study.md): does it fit faster with flatter weights (temperature 1: a larger effective "
-           "batch) or a larger policy learning rate? And does its plain draw beat best-of-8 there at this budget too?",
+           "IQL's Gaussian (docs/study.md): does it fit faster with flatter weights (temperature 1 or 0.3: a larger "
+           "effective batch) or a larger policy learning rate? And does its plain draw beat best-of-8 there at this "
+           "budget too?",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
-            Variant("policy lr=1e-3", {"agent.policy.lr": "1e-3"}), _act("plain", best_of_n="1")),
+            Variant("policy lr=1e-3", {"agent.policy.lr": "1e-3"}), _act("plain", best_of_n="1"),
+            _act("temperature=1, plain", "temperature=1", best_of_n="1"),
+            Variant("temperature=0.3", {"agent.temperature": "0.3"})),
            protocol=MEDIUM_EXPERT),
     Screen("iql-medium-expert", "iql", "IQL under flowq-fit's protocol, the reference its variants are held against "
            "(and its mean action against best-of-8 there).", (DEFAULT, _act("plain", best_of_n="1")),
