@@ -53,5 +53,6 @@ def main(argv: list[str] | None = None) -> None:
                   f"{distance(best, action):>13.3f} {float(q_plain.mean()):>12.3f} {float(q_best.mean()):>11.3f} "
                   f"{float((q_best - q_plain).mean()):>+8.3f}")
 
+
 if __name__ == "__main__":
     main()

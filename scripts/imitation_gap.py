@@ -56,5 +56,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name[-58:]:<58} {seed:>4} {gaps[0]:>16.3f} {gaps[1]:>6.3f} "
                   f"{at_start[0]:>11.3f} {at_start[1]:>7.3f} {float(prefer.mean()):>+13.2f}")
 
+
 if __name__ == "__main__":
     main()

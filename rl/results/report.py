@@ -195,9 +195,9 @@ def _head_to_head(grid: Grid, found: dict[tuple[str, str], Cell], reps: int) -> 
             if not shared:
                 continue
             m = _matrices(grid, found, shared, (first, second))
-            a, b = NAMES.get(first, first), NAMES.get(second, second)
-            if len(m) < 2:
+            if len(m) < 2:  # one of them has no seed that every shared dataset has
                 continue
+            a, b = NAMES.get(first, first), NAMES.get(second, second)
             diff = stats.iqm_difference(m[b], m[a], reps=reps)
             agg = {k: float(stats.iqm(v)) for k, v in m.items()}
             rows.append(f"| {b} vs {a} | {len(shared)} | {agg[b]:.1f} | {agg[a]:.1f} | {float(diff.point):+.1f} "
