@@ -257,6 +257,10 @@ SCREENS: tuple[Screen, ...] = (
     Screen("iql-medium-expert", "iql", "IQL under flowq-fit's protocol, the reference its variants are held against "
            "(and its mean action against best-of-8 there).", (DEFAULT, _act("plain", best_of_n="1")),
            protocol=MEDIUM_EXPERT),
+    Screen("flowq-temperature", "flowq", "FlowQ: does temperature 1, ahead of 3 in flowq-fit, also lead at the "
+           "results grid's budget on the medium-expert datasets? (its default is the grid's own FlowQ cells)",
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
+           protocol=dataclasses.replace(GRID, envs=("walker2d", "halfcheetah", "hopper"), kinds=("medium-expert",))),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
