@@ -100,10 +100,15 @@ def energy_weights(
             the cap needs an energy whose zero means something (an advantage, say), unlike the plain weights,
             which ignore any shift of `E`.
     """
+    return group_softmax(_log_weights(energies, beta, max_log_weight), group_size)
+
+
+def _log_weights(
+    energies: Float[Array, " n"], beta: ScalarLike, max_log_weight: ScalarLike | None
+) -> Float[Array, " n"]:
+    """The unnormalised log-weights `-beta E`, capped at `max_log_weight` if given."""
     logits = -beta * energies
-    if max_log_weight is not None:
-        logits = jnp.minimum(logits, max_log_weight)
-    return group_softmax(logits, group_size)
+    return logits if max_log_weight is None else jnp.minimum(logits, max_log_weight)
 
 
 def _evaluate_energy(energy, x_1, context):
@@ -154,13 +159,21 @@ def energy_weighted_loss(
     context: Float[Array, "n ctx"] | None = None,
     group_size: int | None = None,
     max_log_weight: ScalarLike | None = None,
-    x_0: Float[Array, "n dim"] | None = None,
-    t: Float[Array, " n"] | None = None,
+    resample: int | None = None,
+    x_0: Float[Array, "m dim"] | None = None,
+    t: Float[Array, " m"] | None = None,
 ) -> Float[Array, ""]:
     """Energy-weighted flow matching (EFM): `sum_i g_i |v(x_t,i, t_i) - u_t,i|^2`, `g = softmax(-beta E(x_1))`.
 
     Its minimiser is the marginal velocity of the path that ends at `q ∝ p exp(-beta E)`; `E` is evaluated at the
     data points only and no gradient of it is taken.
+
+    With `resample=m` the weights choose the examples instead of scaling their errors (sampling-importance
+    resampling): `m` indices are drawn with replacement, index `i` with probability `g_i`, and the loss is the plain
+    mean of the `m` drawn examples' errors, each with its own `(t, x_0)`. Its expectation over the draws is the
+    weighted loss of the same batch, so the minimiser is the same. It helps when the weights are sharp: a batch whose
+    weight sits on a few examples then regresses those few on `m` different `(t, x_0)` instead of one each, and a
+    larger batch (more examples to choose from) costs only energies, the regression staying at `m` examples.
 
     Args:
         model: the velocity, called on one example as `model(x_t, t, context)`.
@@ -176,14 +189,32 @@ def energy_weighted_loss(
         group_size: normalise the weights within consecutive groups of this many examples (candidates that share
             one context) rather than over the whole batch.
         max_log_weight: cap the log-weights `-beta E` at this value before normalising (`energy_weights`).
-        x_0: the noise ends, `[n, dim]` (drawn from `key` if not given).
-        t: the times, `[n]` (drawn uniformly from `key` if not given).
+        resample: draw this many examples in proportion to the weights and take the plain mean of their errors
+            (see above); `None`: weight the whole batch. Needs a `key` (the indices come from a split of it);
+            not with `group_size`.
+        x_0: the noise ends, `[n, dim]` (`[resample, dim]` with `resample`; drawn from `key` if not given).
+        t: the times, `[n]` (`[resample]` with `resample`; drawn uniformly from `key` if not given).
     """
-    x_0, t = _draw(x_1, key, x_0, t)
     energies = jax.lax.stop_gradient(_evaluate_energy(energy, x_1, context))
-    weights = energy_weights(energies, beta, group_size, max_log_weight=max_log_weight)
-    ps = _path_samples(path, x_0, x_1, t, energy if callable(energy) else None, context)
-    return jnp.sum(weights * _squared_errors(model, ps, context))
+    path_energy = energy if callable(energy) else None
+    if resample is None:
+        x_0, t = _draw(x_1, key, x_0, t)
+        weights = energy_weights(energies, beta, group_size, max_log_weight=max_log_weight)
+        ps = _path_samples(path, x_0, x_1, t, path_energy, context)
+        return jnp.sum(weights * _squared_errors(model, ps, context))
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
+        raise ValueError(f"resample must be a positive integer (the number of draws) or None, got {resample!r}")
+    if group_size is not None:
+        raise ValueError(f"resample draws from the whole batch; it cannot be combined with group_size={group_size}")
+    if key is None:
+        raise ValueError("resample needs a `key`: the drawn indices come from it")
+    key, index_key = jax.random.split(key)
+    index = jax.random.categorical(index_key, _log_weights(energies, beta, max_log_weight), shape=(resample,))
+    x_1 = x_1[index]
+    context = None if context is None else context[index]
+    x_0, t = _draw(x_1, key, x_0, t)
+    ps = _path_samples(path, x_0, x_1, t, path_energy, context)
+    return jnp.mean(_squared_errors(model, ps, context))
 
 
 def energy_guided_loss(

@@ -113,6 +113,13 @@ class Config:
     # the batch, as IQL caps its AWR weights at its max_weight (100). None: no cap, a few large advantages can then
     # take most of the batch (temperature 10 lost hopper-medium in the screens: 10 vs 43)
     max_weight: float | None = None
+    # draw the policy's regression examples instead of weighting them (weight_unit="q"): this many draws, with
+    # replacement, from the training batch in proportion to the endpoint weights, each regressed with equal weight
+    # and its own (t, a_0) (`energyflow.energy_weighted_loss`'s `resample`: the same objective in expectation). Sharp
+    # weights then spread the regression over many draws of the few examples that carry them, instead of one noisy
+    # draw each, and a training batch larger than `resample` (`train.batch_size`) gives the draws more examples to
+    # choose from at the cost of critic passes only. None: weight the batch
+    resample: int | None = None
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min). With sigma_min > 0 each guided conditional
     # ends at N(a + beta sigma_min^2 grad_a Q / scale, sigma_min^2): a step uphill on Q, but the flow learns the
     # widening too. At 30k updates the widening (0.2) cost more than the step gave (docs/study.md, flowq-tilt)
@@ -149,6 +156,8 @@ class Config:
                 "scale_rate": between(0.0, 1.0, open_lo=True),
                 "temperature": at_least(0.0),
                 "max_weight": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "None or > 0"),
+                "resample": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                             "None or an integer >= 1"),
             },
         )
         if self.uphill_step > 0 and self.gradient != "data":
@@ -160,6 +169,9 @@ class Config:
         if self.max_weight is not None and self.weight_unit != "q":
             raise ValueError(f"max_weight={self.max_weight} caps the q unit's weights; it needs weight_unit='q' "
                              f"(got {self.weight_unit!r}; set max_weight=None)")
+        if self.resample is not None and self.weight_unit != "q":
+            raise ValueError(f"resample={self.resample} draws by the q unit's weights; it needs weight_unit='q' "
+                             f"(got {self.weight_unit!r}; set resample=None)")
         if self.weight_unit == "q" and not (self.weighted and self.weight_at == "endpoint"):
             raise ValueError(
                 "weight_unit='q' sets the endpoint weights, so it needs weighted=True and weight_at='endpoint'; got "
@@ -337,12 +349,13 @@ def _guided_loss(
     key: PRNGKeyArray,
 ) -> Float[Array, ""]:
     """The regression on the guided path, weighted as `config` says (`weight_unit="q"`: EFM's endpoint weights
-    `softmax(temperature A)`, i.e. `softmax(-temperature scale E)` since `E = -A / scale`)."""
+    `softmax(temperature A)`, i.e. `softmax(-temperature scale E)` since `E = -A / scale`; with `resample`, drawn in
+    proportion to them)."""
     if config.weight_unit == "q":
         cap = None if config.max_weight is None else math.log(config.max_weight)
         return energy_weighted_loss(
             velocity, path, action, energy, beta=config.temperature * scale, key=key, context=context,
-            max_log_weight=cap,
+            max_log_weight=cap, resample=config.resample,
         )
     return energy_guided_loss(
         velocity, path, action, energy, key=key, context=context, weighted=config.weighted, weight_at=config.weight_at

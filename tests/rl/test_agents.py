@@ -380,6 +380,29 @@ def test_flowq_weights_in_units_of_q(batch, gradient):
     assert abs(capped - loss(in_q)) > 1e-4 * loss(in_q)
 
 
+def test_flowq_resample_draws_the_policy_batch_by_the_weights(batch):
+    """resample = m is energyflow's resampled EFM on FlowQ's endpoint weights softmax(temperature A): the same loss
+    as `energy_weighted_loss(..., resample=m)` on the context FlowQ builds (checked with beta = 0, where the guided
+    path is plain CondOT and its energy reads only E), and not the weighted loss."""
+    base = dataclasses.replace(TINY["flowq"], beta=0.0, weight_unit="q", temperature=2.0)
+    state = flowq.init(base, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(33))
+    critic: IQLCritic = state.critic
+    q = jax.tree.map(lambda x: 3.0 * x if eqx.is_inexact_array(x) else x, critic.q)
+    scale, key, m = jnp.asarray(0.4), jax.random.key(34), 3 * len(batch.obs)
+    advantage = min_q(q, batch.obs, batch.action) - state_values(critic.value, batch.obs)
+
+    def ours(config):
+        return float(flowq.policy_loss(state.policy, q, critic.value, batch.obs, batch.action, scale, config,
+                                       key=key)[0])
+
+    context = jnp.concatenate([batch.obs, -advantage[:, None]], axis=1)
+    by_hand = energy_weighted_loss(lambda x, t, c: state.policy(x, t, c[:OBS_DIM]), flowq.guidance_path(base),
+                                   batch.action, lambda a, c: c[-1], beta=2.0, key=key, context=context, resample=m)
+    resampled = dataclasses.replace(base, resample=m)
+    np.testing.assert_allclose(ours(resampled), float(by_hand), rtol=1e-5)
+    assert abs(ours(resampled) - ours(base)) > 1e-3 * ours(base)
+
+
 def test_flowq_uphill_step_moves_the_targets_and_keeps_the_weights(batch):
     """uphill_step = s regresses on clip(a + s grad_a min Q(s, a) / scale, -1, 1) with the weights of the data actions:
     checked against energyflow's losses on targets shifted by hand (per-example gradients)."""
@@ -845,6 +868,8 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: flowq.Config(max_weight=0.0), "max_weight must be None or > 0, got 0.0"),
         (lambda: flowq.Config(weight_unit="energy", max_weight=100.0), "max_weight=100.0 caps the q unit's weights"),
         (lambda: flowq.Config(uphill_step=-0.1), "uphill_step must be >= 0"),
+        (lambda: flowq.Config(resample=0), "resample must be None or an integer >= 1"),
+        (lambda: flowq.Config(weight_unit="energy", resample=256), "resample=256 draws by the q unit's weights"),
         (lambda: flowq.Config(weight_unit="energy", weight_baseline="log_partition"),
          "weight_baseline='log_partition' sets the q unit's weights; it needs weight_unit='q'"),
         (lambda: flowq.Config(uphill_step=0.1, gradient="mean"), "uphill_step=0.1 .* needs gradient='data'"),
