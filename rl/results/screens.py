@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from . import grid as grids
 from .grid import NAMESPACE, Grid
 
-__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "MEDIUM_EXPERT", "OTHER_KINDS", "SCREENS", "WALKER", "Screen",
-           "Screening", "Variant"]
+__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "GRID_MEDIUM_EXPERT", "MEDIUM_EXPERT", "OTHER_KINDS", "SCREENS",
+           "WALKER", "Screen", "Screening", "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -149,6 +149,8 @@ WALKER = Screening(envs=(*ENVS, "walker2d"))
 weights: on walker2d-medium they are flattest relative to IQL's, and FlowQ trails IQL most)."""
 MEDIUM_EXPERT = Screening(envs=("halfcheetah", "walker2d"), kinds=("medium-expert",))
 """The screening protocol on the two medium-expert datasets where FlowQ trails IQL most at the grid's budget."""
+GRID_MEDIUM_EXPERT = dataclasses.replace(GRID, envs=("walker2d", "halfcheetah", "hopper"), kinds=("medium-expert",))
+"""The results grid's protocol on its medium-expert datasets, walker2d first (where FlowQ trailed IQL most)."""
 SCREENS: tuple[Screen, ...] = (
     Screen("flowq-act", "flowq", "FlowQ: how should the trained flow choose its actions (starting noise, best-of-N by "
            "Q)?", (DEFAULT, _act("noise=0", noise="0"), _act("noise=0.5", noise="0.5"),
@@ -262,8 +264,11 @@ SCREENS: tuple[Screen, ...] = (
            protocol=MEDIUM_EXPERT),
     Screen("flowq-temperature", "flowq", "FlowQ: does temperature 1, ahead of 3 in flowq-fit, also lead at the "
            "results grid's budget on the medium-expert datasets? (its default is the grid's own FlowQ cells)",
-           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
-           protocol=dataclasses.replace(GRID, envs=("walker2d", "halfcheetah", "hopper"), kinds=("medium-expert",))),
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})), protocol=GRID_MEDIUM_EXPERT),
+    Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
+           "temperature 1 on the medium-expert datasets? (the same tuning for the baseline; its default is the grid's "
+           "own IQL cells)",
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})), protocol=GRID_MEDIUM_EXPERT),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
