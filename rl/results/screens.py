@@ -265,6 +265,11 @@ SCREENS: tuple[Screen, ...] = (
     Screen("flowq-temperature", "flowq", "FlowQ: does temperature 1, ahead of 3 in flowq-fit, also lead at the "
            "results grid's budget on the medium-expert datasets? (its default is the grid's own FlowQ cells)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})), protocol=GRID_MEDIUM_EXPERT),
+    Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
+           "temperature 1 no better (flowq-weights)? (its default is the grid's own FlowQ cells)",
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
+           protocol=dataclasses.replace(GRID, envs=("walker2d", "hopper", "halfcheetah"),
+                                        kinds=("medium", "medium-replay"))),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
            "temperature 1 on the medium-expert datasets? (the same tuning for the baseline; its default is the grid's "
            "own IQL cells)",
