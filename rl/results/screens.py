@@ -264,7 +264,8 @@ SCREENS: tuple[Screen, ...] = (
            protocol=MEDIUM_EXPERT),
     Screen("flowq-temperature", "flowq", "FlowQ: does temperature 1, ahead of 3 in flowq-fit, also lead at the "
            "results grid's budget on the medium-expert datasets? (its default is the grid's own FlowQ cells)",
-           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})), protocol=GRID_MEDIUM_EXPERT),
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
+            _act("temperature=1, plain", "temperature=1", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT),
     Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
            "temperature 1 no better (flowq-weights)? (its default is the grid's own FlowQ cells)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
@@ -273,7 +274,8 @@ SCREENS: tuple[Screen, ...] = (
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
            "temperature 1 on the medium-expert datasets? (the same tuning for the baseline; its default is the grid's "
            "own IQL cells)",
-           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})), protocol=GRID_MEDIUM_EXPERT),
+           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
+            _act("temperature=1, plain", "temperature=1", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
