@@ -9,6 +9,7 @@ from ._losses import (
     energy_weighted_loss as energy_weighted_loss,
     energy_weights as energy_weights,
     group_softmax as group_softmax,
+    tempered_beta as tempered_beta,
 )
 from ._nets import MLPVelocity as MLPVelocity, SinusoidalTimeEmbedding as SinusoidalTimeEmbedding
 from ._paths import (
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 # Public objects print under the name users import them by (`energyflow.FlowModel`, not `energyflow._fit.FlowModel`).
 for _public in (
     FlowModel, fit, GuidedVelocity, sample_guided, cfm_loss, energy_guided_loss, energy_weighted_loss, energy_weights,
-    group_softmax, MLPVelocity, SinusoidalTimeEmbedding, AbstractProbPath, AffineProbPath, GuidedGaussianPath,
+    group_softmax, tempered_beta, MLPVelocity, SinusoidalTimeEmbedding, AbstractProbPath, AffineProbPath, GuidedGaussianPath,
     PathSample, log_prob, sample, sample_with_log_prob, AbstractScheduler, CondOTScheduler, CosineScheduler,
     SchedulerOutput, VPScheduler,
 ):

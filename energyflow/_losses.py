@@ -103,6 +103,46 @@ def energy_weights(
     return group_softmax(_log_weights(energies, beta, max_log_weight), group_size)
 
 
+def tempered_beta(
+    energies: Float[Array, " n"],
+    beta: ScalarLike,
+    min_ess: ScalarLike,
+    *,
+    max_log_weight: ScalarLike | None = None,
+    iterations: int = 30,
+) -> Float[Array, ""]:
+    """The largest inverse temperature up to `beta` whose weights `softmax(-b E)` keep an effective sample size
+    `1 / sum_i g_i^2` of at least `min_ess` times the batch (adaptive tempering, as in sequential Monte Carlo).
+
+    The effective sample size falls as `b` grows (its log has derivative `2 (E_b[-E] - E_2b[-E]) <= 0`), so `b` is found
+    by bisection on `[0, beta]` (`iterations` halvings); it is `beta` itself when that already keeps `min_ess`. No
+    gradient flows through it.
+
+    Args:
+        energies: `E(x_1,i)` for each example.
+        beta: the largest inverse temperature.
+        min_ess: the least effective sample size, as a fraction of the batch, in `(0, 1]`.
+        max_log_weight: the cap on the log-weights, as in `energy_weights`.
+        iterations: bisection steps.
+    """
+    energies = jax.lax.stop_gradient(energies)
+    beta = jnp.asarray(beta, energies.dtype)
+    target = min_ess * energies.shape[0]
+
+    def ess(b):
+        weights = jax.nn.softmax(_log_weights(energies, b, max_log_weight))
+        return 1.0 / jnp.sum(weights**2)
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        keeps = ess(mid) >= target
+        return jnp.where(keeps, mid, lo), jnp.where(keeps, hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, iterations, halve, (jnp.zeros_like(beta), beta))
+    return jax.lax.stop_gradient(jnp.where(ess(beta) >= target, beta, lo))
+
+
 def _log_weights(
     energies: Float[Array, " n"], beta: ScalarLike, max_log_weight: ScalarLike | None
 ) -> Float[Array, " n"]:
@@ -160,6 +200,7 @@ def energy_weighted_loss(
     group_size: int | None = None,
     max_log_weight: ScalarLike | None = None,
     resample: int | None = None,
+    min_ess: ScalarLike | None = None,
     x_0: Float[Array, "m dim"] | None = None,
     t: Float[Array, " m"] | None = None,
 ) -> Float[Array, ""]:
@@ -192,11 +233,21 @@ def energy_weighted_loss(
         resample: draw this many examples in proportion to the weights and take the plain mean of their errors
             (see above); `None`: weight the whole batch. Needs a `key` (the indices come from a split of it);
             not with `group_size`.
+        min_ess: lower `beta` where the batch's weights would keep an effective sample size below this fraction of
+            the batch, to the inverse temperature that keeps exactly that (`tempered_beta`); `None`: `beta` as
+            given. The target is then `p exp(-b E)` with the batch's own `b <= beta`. Not with `group_size`.
         x_0: the noise ends, `[n, dim]` (`[resample, dim]` with `resample`; drawn from `key` if not given).
         t: the times, `[n]` (`[resample]` with `resample`; drawn uniformly from `key` if not given).
     """
     energies = jax.lax.stop_gradient(_evaluate_energy(energy, x_1, context))
     path_energy = energy if callable(energy) else None
+    if min_ess is not None:
+        if group_size is not None:
+            raise ValueError(f"min_ess tempers the weights of the whole batch; it cannot be combined with "
+                             f"group_size={group_size}")
+        if isinstance(min_ess, (int, float)) and not 0.0 < min_ess <= 1.0:
+            raise ValueError(f"min_ess must be a fraction of the batch in (0, 1], got {min_ess!r}")
+        beta = tempered_beta(energies, beta, min_ess, max_log_weight=max_log_weight)
     if resample is None:
         x_0, t = _draw(x_1, key, x_0, t)
         weights = energy_weights(energies, beta, group_size, max_log_weight=max_log_weight)

@@ -26,6 +26,7 @@ from energyflow import (
     energy_weighted_loss,
     energy_weights,
     group_softmax,
+    tempered_beta,
 )
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -313,6 +314,44 @@ def test_bad_resample_is_refused(bad):
     with pytest.raises(ValueError, match={"zero": "positive", "bool": "positive", "group_size": "group_size",
                                           "no_key": "key"}[bad]):
         energy_weighted_loss(MODEL, PATH, x1, jnp.zeros(N), beta=1.0, **kwargs)
+
+
+def _ess_fraction(energies, beta):
+    g = np.asarray(energy_weights(energies, beta), np.float64)
+    return 1.0 / np.sum(g**2) / len(g)
+
+
+@SETTINGS
+@given(energies=_floats((64,), -3.0, 3.0), beta=st.floats(0.1, 20.0), min_ess=st.floats(0.05, 0.95))
+def test_tempered_beta_keeps_the_effective_sample_size(energies, beta, min_ess):
+    """`tempered_beta` is `beta` when its weights keep `min_ess` of the batch, else the inverse temperature whose
+    weights keep exactly that: checked in float64 from the returned value (the bisection's 30 halvings leave it
+    within beta 2^-30 of the root; the tolerance 2e-3 is float32 rounding of the weights)."""
+    b = float(tempered_beta(energies, jnp.float32(beta), min_ess))
+    assert 0.0 <= b <= beta * (1 + 1e-6)
+    if _ess_fraction(energies, jnp.float32(beta)) >= min_ess + 2e-3:
+        assert b == pytest.approx(beta, rel=1e-6)
+    elif b < beta * (1 - 1e-4):
+        assert _ess_fraction(energies, jnp.float32(b)) == pytest.approx(min_ess, abs=2e-3)
+
+
+def test_efm_with_min_ess_is_efm_at_the_tempered_beta():
+    """`min_ess` only changes the inverse temperature: the loss equals EFM at `tempered_beta`'s value (same draws),
+    which here is well below `beta` (the energies spread over 8 units, so beta = 5 leaves about one example)."""
+    x1 = jax.random.normal(jax.random.key(45), (N, DIM))
+    x0 = jax.random.normal(jax.random.key(46), (N, DIM))
+    t = jax.random.uniform(jax.random.key(47), (N,))
+    energies, beta = jnp.linspace(-4.0, 4.0, N), jnp.float32(5.0)
+    b = tempered_beta(energies, beta, 0.5)
+    assert float(b) < 0.5 * float(beta)
+    np.testing.assert_allclose(efm(MODEL, PATH, x1, energies, beta=beta, min_ess=0.5, x_0=x0, t=t),
+                               efm(MODEL, PATH, x1, energies, beta=b, x_0=x0, t=t), rtol=1e-6)
+    assert abs(float(efm(MODEL, PATH, x1, energies, beta=beta, x_0=x0, t=t))
+               - float(efm(MODEL, PATH, x1, energies, beta=b, x_0=x0, t=t))) > 1e-3
+    with pytest.raises(ValueError, match="min_ess must be a fraction"):
+        energy_weighted_loss(MODEL, PATH, x1, energies, beta=1.0, min_ess=1.5, x_0=x0, t=t)
+    with pytest.raises(ValueError, match="group_size"):
+        energy_weighted_loss(MODEL, PATH, x1, energies, beta=1.0, min_ess=0.5, group_size=4, x_0=x0, t=t)
 
 
 # ---------------------------------------------------------------------------------------------------------------

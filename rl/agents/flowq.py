@@ -120,6 +120,12 @@ class Config:
     # draw each, and a training batch larger than `resample` (`train.batch_size`) gives the draws more examples to
     # choose from at the cost of critic passes only. None: weight the batch
     resample: int | None = None
+    # a floor on the endpoint weights' effective sample size (weight_unit="q"), as a fraction of the batch: a batch
+    # whose weights softmax(temperature A) would leave fewer effective examples is weighted at the lower temperature
+    # that leaves exactly this many (`energyflow.tempered_beta`). temperature is then the sharpest tilt, taken where
+    # the advantages spread little (the bandits), and the floor keeps enough of the batch in the regression where they
+    # spread a lot (medium-expert at temperature 3: 0.05-0.17 of the batch; docs/study.md). None: off
+    min_ess: float | None = None
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min). With sigma_min > 0 each guided conditional
     # ends at N(a + beta sigma_min^2 grad_a Q / scale, sigma_min^2): a step uphill on Q, but the flow learns the
     # widening too. At 30k updates the widening (0.2) cost more than the step gave (docs/study.md, flowq-tilt)
@@ -158,6 +164,7 @@ class Config:
                 "max_weight": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "None or > 0"),
                 "resample": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                              "None or an integer >= 1"),
+                "min_ess": (lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "None or in (0, 1]"),
             },
         )
         if self.uphill_step > 0 and self.gradient != "data":
@@ -169,6 +176,9 @@ class Config:
         if self.max_weight is not None and self.weight_unit != "q":
             raise ValueError(f"max_weight={self.max_weight} caps the q unit's weights; it needs weight_unit='q' "
                              f"(got {self.weight_unit!r}; set max_weight=None)")
+        if self.min_ess is not None and self.weight_unit != "q":
+            raise ValueError(f"min_ess={self.min_ess} tempers the q unit's weights; it needs weight_unit='q' "
+                             f"(got {self.weight_unit!r}; set min_ess=None)")
         if self.resample is not None and self.weight_unit != "q":
             raise ValueError(f"resample={self.resample} draws by the q unit's weights; it needs weight_unit='q' "
                              f"(got {self.weight_unit!r}; set resample=None)")
@@ -355,7 +365,7 @@ def _guided_loss(
         cap = None if config.max_weight is None else math.log(config.max_weight)
         return energy_weighted_loss(
             velocity, path, action, energy, beta=config.temperature * scale, key=key, context=context,
-            max_log_weight=cap, resample=config.resample,
+            max_log_weight=cap, resample=config.resample, min_ess=config.min_ess,
         )
     return energy_guided_loss(
         velocity, path, action, energy, key=key, context=context, weighted=config.weighted, weight_at=config.weight_at

@@ -52,14 +52,15 @@ EXECUTION_FIELDS = ("checkpoint_every", "updates_per_call", "data_parallel", "pr
 NEUTRAL_ADDITIONS: dict[str, dict[str, Any]] = {
     # agent -> dotted agent-config field -> the value that reproduces the runs made before the field existed
     "flowq": {"policy.noise": 1.0, "weight_unit": "energy", "temperature": 3.0, "max_weight": None,
-              "uphill_step": 0.0, "weight_baseline": "value", "resample": None},
+              "uphill_step": 0.0, "weight_baseline": "value", "resample": None,
+              "min_ess": None},
     "qipo": {"policy.noise": 1.0},
     "iql": {"policy.best_of_n": 1, "policy.noise": 1.0},
 }
 """Fields added to the agents' configs with a value that changes nothing for the runs made before them (plain
 sampling, the energy-unit weights, IQL's mean action; `temperature` is read only with `weight_unit="q"`; no cap on
 FlowQ's weights; no uphill step; FlowQ's weights relative to V; IQL's draws at the fitted standard deviation; FlowQ's
-weighted batch rather than one drawn by its weights)."""
+weighted batch rather than one drawn by its weights, at its temperature whatever the effective sample size)."""
 
 
 def _with_additions(agent: Any, agent_config: Any) -> Any:

@@ -251,13 +251,16 @@ SCREENS: tuple[Screen, ...] = (
            "IQL's Gaussian (docs/study.md): does it fit faster with flatter weights (temperature 1 or 0.3: a larger "
            "effective batch) or a larger policy learning rate? And does its plain draw beat best-of-8 there at this "
            "budget too? Or does drawing the policy's batch by the weights (resample) keep temperature 3's tilt "
-           "without its small effective batch, from the batch itself or from one four times larger?",
+           "without its small effective batch, from the batch itself or from one four times larger? Or a floor on "
+           "the effective sample size (min_ess: temperature 3 unless its weights would keep less than half the "
+           "batch)?",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
             Variant("policy lr=1e-3", {"agent.policy.lr": "1e-3"}), _act("plain", best_of_n="1"),
             _act("temperature=1, plain", "temperature=1", best_of_n="1"),
             Variant("temperature=0.3", {"agent.temperature": "0.3"}),
             Variant("resample=256", {"agent.resample": "256"}),
-            Variant("batch=1024, resample=256", {"agent.resample": "256", "train.batch_size": "1024"})),
+            Variant("batch=1024, resample=256", {"agent.resample": "256", "train.batch_size": "1024"}),
+            Variant("min_ess=0.5", {"agent.min_ess": "0.5"})),
            protocol=MEDIUM_EXPERT),
     Screen("iql-medium-expert", "iql", "IQL under flowq-fit's protocol, the reference its variants are held against "
            "(and its mean action against best-of-8 there).", (DEFAULT, _act("plain", best_of_n="1")),

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import energyflow
-from energyflow import energy_guided_loss, energy_weighted_loss
+from energyflow import energy_guided_loss, energy_weighted_loss, tempered_beta
 from rl.agents import flowq, iql, qipo
 from rl.agents.base import at_least, between, check_init, validate
 from rl.agents.critics import (
@@ -380,10 +380,11 @@ def test_flowq_weights_in_units_of_q(batch, gradient):
     assert abs(capped - loss(in_q)) > 1e-4 * loss(in_q)
 
 
-def test_flowq_resample_draws_the_policy_batch_by_the_weights(batch):
+def test_flowq_resample_and_min_ess_act_on_the_weights(batch):
     """resample = m is energyflow's resampled EFM on FlowQ's endpoint weights softmax(temperature A): the same loss
     as `energy_weighted_loss(..., resample=m)` on the context FlowQ builds (checked with beta = 0, where the guided
-    path is plain CondOT and its energy reads only E), and not the weighted loss."""
+    path is plain CondOT and its energy reads only E), and not the weighted loss. min_ess is the weighted loss at
+    the lower temperature `energyflow.tempered_beta` finds."""
     base = dataclasses.replace(TINY["flowq"], beta=0.0, weight_unit="q", temperature=2.0)
     state = flowq.init(base, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(33))
     critic: IQLCritic = state.critic
@@ -401,6 +402,14 @@ def test_flowq_resample_draws_the_policy_batch_by_the_weights(batch):
     resampled = dataclasses.replace(base, resample=m)
     np.testing.assert_allclose(ours(resampled), float(by_hand), rtol=1e-5)
     assert abs(ours(resampled) - ours(base)) > 1e-3 * ours(base)
+
+    # min_ess tempers the same weights: the loss at the temperature energyflow.tempered_beta finds on -A
+    floor = 0.9
+    tempered = tempered_beta(-advantage, 2.0, floor)
+    assert float(tempered) < 2.0  # the floor binds on this critic
+    by_hand = energy_weighted_loss(lambda x, t, c: state.policy(x, t, c[:OBS_DIM]), flowq.guidance_path(base),
+                                   batch.action, lambda a, c: c[-1], beta=tempered, key=key, context=context)
+    np.testing.assert_allclose(ours(dataclasses.replace(base, min_ess=floor)), float(by_hand), rtol=1e-5)
 
 
 def test_flowq_uphill_step_moves_the_targets_and_keeps_the_weights(batch):
@@ -869,6 +878,8 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: flowq.Config(weight_unit="energy", max_weight=100.0), "max_weight=100.0 caps the q unit's weights"),
         (lambda: flowq.Config(uphill_step=-0.1), "uphill_step must be >= 0"),
         (lambda: flowq.Config(resample=0), "resample must be None or an integer >= 1"),
+        (lambda: flowq.Config(min_ess=0.0), r"min_ess must be None or in \(0, 1\]"),
+        (lambda: flowq.Config(weight_unit="energy", min_ess=0.5), "min_ess=0.5 tempers the q unit's weights"),
         (lambda: flowq.Config(weight_unit="energy", resample=256), "resample=256 draws by the q unit's weights"),
         (lambda: flowq.Config(weight_unit="energy", weight_baseline="log_partition"),
          "weight_baseline='log_partition' sets the q unit's weights; it needs weight_unit='q'"),
