@@ -11,6 +11,7 @@ single-optimum bandit.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,10 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     figure: bool = True,
+    methods: Sequence[tuple[str, str, dict[str, str]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every method of `DEMO_METHODS` on a built-in task, print a table of their scores and draw their actions.
+    """Train every method of `methods` (default `DEMO_METHODS`) on a built-in task, print a table of their scores and
+    draw their actions.
 
     Args:
         dataset: the built-in task (a name of `rl.data.TASKS`); default the multimodal bandit.
@@ -154,11 +157,17 @@ def run_demo(
         seed: the training seed.
         progress: show progress bars.
         figure: draw `DEMO_FIGURE` into `run_dir`.
+        methods: `(label, agent, agent-config overrides)` per method, as in `DEMO_METHODS` (labels unique); default
+            `DEMO_METHODS`.
 
     Returns:
         One row per method (and a first one for the behaviour data): `method`, `agent`, the task's metrics
         (`mean_reward`, and `good_mode_fraction` and `evenness` or `best_mode_fraction`), `seconds`.
     """
+    methods = DEMO_METHODS if methods is None else methods
+    labels = [label for label, _, _ in methods]
+    if not labels or len(set(labels)) < len(labels):
+        raise ValueError(f"the demo needs at least one method and unique labels, got {labels}.")
     task = get_task(dataset)
     if task is None or not hasattr(task, "score_actions"):
         raise ValueError(f"the demo runs on a built-in bandit ('multimodal' or 'bandit'), got {dataset!r}.")
@@ -170,7 +179,7 @@ def run_demo(
     print(f"{_describe(task, data_score)} Runs in {run_dir}/.")
     rows = [{"method": "behaviour data", "agent": "-", **data_score, "seconds": 0.0}]
     samples = {"behaviour data": np.asarray(data.transitions.action[:FIGURE_SAMPLES])}
-    for label, agent, overrides in DEMO_METHODS:
+    for label, agent, overrides in methods:
         agent_config = demo_agent_config(agent, overrides)
         config = RunConfig(
             agent=agent,

@@ -262,12 +262,17 @@ def test_demo_prints_a_table_and_draws_a_figure(tmp_path, capsys, monkeypatch):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(figure) in out
 
 
-def test_demo_on_the_single_optimum_bandit(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(demo, "DEMO_METHODS", (("IQL", "iql", {"critic.width": "32", "policy.width": "32"}),))
-    rows = demo.run_demo(dataset="bandit", steps=30, run_dir=tmp_path / "demo", progress=False, figure=False)
+def test_demo_on_the_single_optimum_bandit(tmp_path, capsys):
+    """`dataset="bandit"` scores the share on the best mode; `methods` replaces the demo's rows (labels unique)."""
+    methods = [("IQL t1", "iql", {"critic.width": "32", "policy.width": "32", "temperature": "1"})]
+    rows = demo.run_demo(dataset="bandit", steps=30, run_dir=tmp_path / "demo", progress=False, figure=False,
+                         methods=methods)
     out = capsys.readouterr().out
-    assert "on best mode" in out and "evenness" not in out
+    assert "on best mode" in out and "evenness" not in out and "temperature=1" in out
+    assert [r["method"] for r in rows] == ["behaviour data", "IQL t1"]
     assert rows[0]["best_mode_fraction"] == pytest.approx(1 / 8, abs=0.02)
+    with pytest.raises(ValueError, match="unique labels"):
+        demo.run_demo(run_dir=tmp_path / "twice", methods=methods * 2)
     assert not (tmp_path / "demo" / demo.DEMO_FIGURE).exists()
     with pytest.raises(ValueError, match="built-in bandit"):
         demo.run_demo(dataset="some/minari/id-v0", run_dir=tmp_path / "other")
