@@ -26,7 +26,13 @@ shift of `k sigma^2 |grad_a Q|` action units, printed as a multiple of `sigma` (
 below 1 means the target policy is the behaviour policy at every state, whatever its family, and what separates a
 flow from a Gaussian there is only how the weights trade states off against each other.
 
+`--temperature K` reads the same weights at another inverse temperature per unit of `Q` than the run's, and
+`--min-ess F` tempers each batch as FlowQ's `min_ess` does (`energyflow.tempered_beta`: the run's or `--temperature`'s
+value, lowered where the batch would keep less than `F` of itself); the `1/temp per Q` column is then the mean over
+batches of the temperature used.
+
     python scripts/policy_weights.py runs/results/halfcheetah-iql runs/results/halfcheetah-flowq
+    python scripts/policy_weights.py runs/study/hopper-medium-expert-flowq-... --temperature 3 --min-ess 0.5
 """
 
 import argparse
@@ -38,6 +44,7 @@ import numpy as np
 
 from run_states import load_run
 
+from energyflow import tempered_beta
 from rl.agents.flowq import q_and_action_gradient
 from rl.agents.nets import state_values
 from rl.train import load_run_config
@@ -64,6 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=200, help="256-example batches to average over")
     parser.add_argument("--noise", type=float, default=0.1,
                         help="the behaviour's Gaussian action noise (standard deviation) for the within-state shift")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="read the weights at this inverse temperature per unit of Q (default: the run's)")
+    parser.add_argument("--min-ess", type=float, default=None,
+                        help="temper each batch to keep at least this fraction of it (FlowQ's min_ess)")
     args = parser.parse_args(argv)
     print(f"{'run':<45} {'seed':>4} {'std A':>7} {'1/temp per Q':>13} {'ESS / batch':>12} {'|grad_a Q|':>10} "
           f"{'shift / sigma':>13} {'std (Q - V)':>12}")
@@ -88,13 +99,17 @@ def main(argv: list[str] | None = None) -> None:
             adv = np.asarray(q_data - value)
             grad_norm = float(np.mean(np.linalg.norm(np.asarray(grads), axis=-1)))
             adv = adv.reshape(args.batches, 256)
-            if config.agent == "iql":
-                per_q = cfg.temperature
-                log_w = np.minimum(per_q * adv, np.log(cfg.max_weight))
-            else:
-                per_q = _flowq_per_q(cfg, state)
-                log_w = per_q * adv
+            per_q = cfg.temperature if config.agent == "iql" else _flowq_per_q(cfg, state)
+            per_q = per_q if args.temperature is None else args.temperature
+            cap = np.log(cfg.max_weight) if config.agent == "iql" else None
+            per_batch = np.full(args.batches, per_q)
+            if args.min_ess is not None:
+                per_batch = np.array([float(tempered_beta(jnp.asarray(-row), per_q, args.min_ess, max_log_weight=cap))
+                                      for row in adv])
+            log_w = per_batch[:, None] * adv
+            log_w = log_w if cap is None else np.minimum(log_w, cap)
             ess = np.mean([effective_fraction(row) for row in log_w])
+            per_q = float(np.mean(per_batch))
             shift = per_q * args.noise * grad_norm
             print(f"{run:<45} {seed:>4} {adv.std():>7.3f} {per_q:>13.3f} {ess:>12.3f} {grad_norm:>10.3f} {shift:>13.3f} {spread:>12}")
 
