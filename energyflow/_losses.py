@@ -125,6 +125,8 @@ def tempered_beta(
         max_log_weight: the cap on the log-weights, as in `energy_weights`.
         iterations: bisection steps.
     """
+    if isinstance(min_ess, (int, float)) and not 0.0 < min_ess <= 1.0:
+        raise ValueError(f"min_ess must be a fraction of the batch in (0, 1], got {min_ess!r}")
     energies = jax.lax.stop_gradient(energies)
     beta = jnp.asarray(beta, energies.dtype)
     target = min_ess * energies.shape[0]
@@ -245,8 +247,6 @@ def energy_weighted_loss(
         if group_size is not None:
             raise ValueError(f"min_ess tempers the weights of the whole batch; it cannot be combined with "
                              f"group_size={group_size}")
-        if isinstance(min_ess, (int, float)) and not 0.0 < min_ess <= 1.0:
-            raise ValueError(f"min_ess must be a fraction of the batch in (0, 1], got {min_ess!r}")
         beta = tempered_beta(energies, beta, min_ess, max_log_weight=max_log_weight)
     if resample is None:
         x_0, t = _draw(x_1, key, x_0, t)

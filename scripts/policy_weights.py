@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
             cap = np.log(cfg.max_weight) if config.agent == "iql" else None
             per_batch = np.full(args.batches, per_q)
             if args.min_ess is not None:
-                per_batch = np.array([float(tempered_beta(jnp.asarray(-row), per_q, args.min_ess, max_log_weight=cap))
-                                      for row in adv])
+                per_batch = np.asarray(jax.vmap(lambda a: tempered_beta(-a, per_q, args.min_ess, max_log_weight=cap))(
+                    jnp.asarray(adv)))
             log_w = per_batch[:, None] * adv
             log_w = log_w if cap is None else np.minimum(log_w, cap)
             ess = np.mean([effective_fraction(row) for row in log_w])

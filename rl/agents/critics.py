@@ -19,11 +19,15 @@ at `s'` drawn from a behaviour model (so the target stays in the data's support)
 same numbers (`update_iql_critic(..., q_data=...)`). This is the order of IQL's reference code, where the actor sees
 the target critic before its Polyak step.
 
+FlowQ's optional log-partition baseline `L(s)` (`weight_baseline="log_partition"`) is a state function fitted on the
+same numbers, by Gumbel regression (`log_partition_loss`).
+
 Rewards arrive already transformed by the data layer (`rl.data.DataConfig`). The derivation is on the maths page of
 the documentation (`docs/maths.md`).
 """
 
 import dataclasses
+import math
 
 import equinox as eqx
 import jax
@@ -45,6 +49,7 @@ __all__ = [
     "init_iql_critic",
     "init_softmax_critic",
     "iql_q_target",
+    "log_partition_loss",
     "q_loss",
     "softmax_critic_loss",
     "softmax_critic_target",
@@ -204,6 +209,30 @@ def softmax_critic_loss(
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Init and update of each critic
+
+
+LOG_PARTITION_CLIP = 5.0
+"""Above this exponent `z = k (Q - L)` the Gumbel regression's `exp(z)` continues linearly (value and slope of
+`exp` at the clip), so that a few large advantages cannot blow up the regression's gradient."""
+
+
+def log_partition_loss(
+    log_partition: ValueNetwork, obs: Float[Array, "n obs_dim"], q_data: Float[Array, " n"], *, temperature: Scalar
+) -> tuple[Float[Array, ""], dict[str, Array]]:
+    """Gumbel regression of `L(s)` on `q_data = min_i Q_target,i(s, a_data)` (no gradient into Q): the mean of
+    `exp(z) - z - 1` with `z = temperature (q - L(s))`.
+
+    Its minimiser over `L(s)` solves `E[exp(z) | s] = 1`, i.e. `L(s) = log E[exp(temperature Q) | s] / temperature`
+    over the dataset's actions at `s` (the XQL value loss of Garg, Hejna, Geist, Ermon 2023, arXiv 2301.02328, in
+    units of `temperature`), as long as `z` stays below `LOG_PARTITION_CLIP`, above which `exp` continues linearly.
+    """
+    q = jax.lax.stop_gradient(q_data)
+    level = state_values(log_partition, obs)
+    z = temperature * (q - level)
+    clip = LOG_PARTITION_CLIP
+    ez = jnp.where(z < clip, jnp.exp(jnp.minimum(z, clip)), math.exp(clip) * (1.0 + z - clip))
+    loss = jnp.mean(ez - z - 1.0)
+    return loss, {"log_partition_loss": loss, "log_partition_mean": jnp.mean(level)}
 
 
 def init_iql_critic(config: IQLCriticConfig, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> IQLCritic:

@@ -45,7 +45,7 @@ from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_
 from rl.data import Transitions
 
 from .base import Scalar, above, at_least, between, check_init, validate
-from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, update_iql_critic
+from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, log_partition_loss, update_iql_critic
 from .nets import QEnsemble, ValueNetwork, batch_apply, min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
 from .policies import FLOW_AGENT_RENAMED, FlowPolicyConfig, act, init_flow_policy
@@ -58,7 +58,6 @@ __all__ = [
     "action_gradient_norm",
     "guidance_path",
     "init",
-    "log_partition_loss",
     "policy_loss",
     "q_and_action_gradient",
     "update",
@@ -102,8 +101,8 @@ class Config:
     # what the q unit's endpoint weights subtract from Q: "value", IQL's expectile V(s), so that the weights
     # softmax(temperature (Q - V)) also trade states off against each other; or "log_partition", the log-partition
     # L(s) = log E_data[exp(temperature Q(s, a)) | s] / temperature of the dataset's actions at s, fitted by Gumbel
-    # regression (the value loss of Garg et al. 2023, XQL; `log_partition_loss`), so that exp(temperature (Q - L))
-    # averages to one at every state and the weights tilt only within states, at any temperature. The target per state,
+    # regression (the value loss of Garg et al. 2023, XQL; `rl.agents.critics.log_partition_loss`), so that
+    # exp(temperature (Q - L)) averages to one at every state and the weights tilt only within states, at any temperature. The target per state,
     # pi_beta exp(temperature Q), is the same; what changes is how the batch's weight is spread over its states
     # (docs/study.md: the within-state tilt alone costs an effective sample size of about exp(-(temperature sigma
     # |grad_a Q|)^2) with behaviour noise sigma, one action per state). "value" by evidence: the Gumbel-fitted L is
@@ -370,30 +369,6 @@ def _guided_loss(
     return energy_guided_loss(
         velocity, path, action, energy, key=key, context=context, weighted=config.weighted, weight_at=config.weight_at
     )
-
-
-LOG_PARTITION_CLIP = 5.0
-"""Above this exponent `z = k (Q - L)` the Gumbel regression's `exp(z)` continues linearly (value and slope of
-`exp` at the clip), so that a few large advantages cannot blow up the regression's gradient."""
-
-
-def log_partition_loss(
-    log_partition: ValueNetwork, obs: Float[Array, "n obs_dim"], q_data: Float[Array, " n"], *, temperature: Scalar
-) -> tuple[Float[Array, ""], dict[str, Array]]:
-    """Gumbel regression of `L(s)` on `q_data = min_i Q_target,i(s, a_data)` (no gradient into Q): the mean of
-    `exp(z) - z - 1` with `z = temperature (q - L(s))`.
-
-    Its minimiser over `L(s)` solves `E[exp(z) | s] = 1`, i.e. `L(s) = log E[exp(temperature Q) | s] / temperature`
-    over the dataset's actions at `s` (the XQL value loss of Garg, Hejna, Geist, Ermon 2023, arXiv 2301.02328, in
-    units of `temperature`), as long as `z` stays below `LOG_PARTITION_CLIP`, above which `exp` continues linearly.
-    """
-    q = jax.lax.stop_gradient(q_data)
-    level = state_values(log_partition, obs)
-    z = temperature * (q - level)
-    clip = LOG_PARTITION_CLIP
-    ez = jnp.where(z < clip, jnp.exp(jnp.minimum(z, clip)), math.exp(clip) * (1.0 + z - clip))
-    loss = jnp.mean(ez - z - 1.0)
-    return loss, {"log_partition_loss": loss, "log_partition_mean": jnp.mean(level)}
 
 
 def q_and_action_gradient(

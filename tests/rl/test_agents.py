@@ -20,7 +20,7 @@ import pytest
 
 import energyflow
 from energyflow import energy_guided_loss, energy_weighted_loss, tempered_beta
-from rl.agents import flowq, iql, qipo
+from rl.agents import critics, flowq, iql, qipo
 from rl.agents.base import at_least, between, check_init, validate
 from rl.agents.critics import (
     IQLCritic,
@@ -457,15 +457,15 @@ def test_flowq_log_partition_loss_is_stationary_at_the_log_mean_exp():
 
     def grad_at(level):  # d loss / d (the output's bias), with the output set to `level`
         shifted = eqx.tree_at(lambda m: m.net.layers[-1].bias, net, net.net.layers[-1].bias + (level - raw))
-        grads = eqx.filter_grad(lambda m: flowq.log_partition_loss(m, obs, q, temperature=k)[0])(shifted)
+        grads = eqx.filter_grad(lambda m: critics.log_partition_loss(m, obs, q, temperature=k)[0])(shifted)
         return float(jnp.ravel(grads.net.layers[-1].bias)[0])
 
     assert abs(grad_at(target)) < 1e-4
     assert grad_at(target - 0.1) < -1e-2 < 1e-2 < grad_at(target + 0.1)  # gradient descent moves L to the target
     assert target > float(jnp.mean(q)) + 0.1  # not the mean: k makes it lean towards the larger q
     far = jnp.asarray([20.0])  # z = k * 20 = 60, far above the clip
-    far_loss, _ = flowq.log_partition_loss(net, obs[:1], far + raw, temperature=k)
-    clip = flowq.LOG_PARTITION_CLIP
+    far_loss, _ = critics.log_partition_loss(net, obs[:1], far + raw, temperature=k)
+    clip = critics.LOG_PARTITION_CLIP
     np.testing.assert_allclose(float(far_loss), np.exp(clip) * (1 + 60.0 - clip) - 60.0 - 1.0, rtol=1e-5)
 
 
@@ -484,7 +484,7 @@ def test_flowq_log_partition_baseline_trains_l_and_changes_only_the_policy_weigh
     assert not eqx.tree_equal(lp_new.policy, v_new.policy)
     assert not eqx.tree_equal(lp_new.log_partition, states["log_partition"].log_partition)
     q_data = min_q(states["log_partition"].critic.q_target, batch.obs, batch.action)
-    expected, _ = flowq.log_partition_loss(states["log_partition"].log_partition, batch.obs, q_data, temperature=3.0)
+    expected, _ = critics.log_partition_loss(states["log_partition"].log_partition, batch.obs, q_data, temperature=3.0)
     np.testing.assert_allclose(float(info["log_partition_loss"]), float(expected), rtol=1e-5)
     # the policy's gradient is that of policy_loss with L as the baseline
     old = states["log_partition"]
