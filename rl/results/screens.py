@@ -266,12 +266,18 @@ SCREENS: tuple[Screen, ...] = (
            "(and its mean action against best-of-8 there).", (DEFAULT, _act("plain", best_of_n="1")),
            protocol=MEDIUM_EXPERT),
     Screen("flowq-temperature", "flowq", "FlowQ: does temperature 1, ahead of 3 in flowq-fit, also lead at the "
-           "results grid's budget on the medium-expert datasets? (its default is the grid's own FlowQ cells)",
+           "results grid's budget on the medium-expert datasets? Or a floor on the effective sample size (min_ess=0.5: "
+           "temperature 3 unless its weights would keep less than half the batch), which on these runs' critics "
+           "picks about 1 on walker2d and halfcheetah and 2.5 on hopper? (its default is the grid's own FlowQ cells)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
-            _act("temperature=1, plain", "temperature=1", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT),
+            _act("temperature=1, plain", "temperature=1", best_of_n="1"),
+            Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
+            _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT),
     Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
-           "temperature 1 no better (flowq-weights)? (its default is the grid's own FlowQ cells)",
-           (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
+           "temperature 1 no better (flowq-weights)? And the floor min_ess=0.5? (its default is the grid's own FlowQ "
+           "cells)",
+           (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
+            Variant("temperature=1", {"agent.temperature": "1"})),
            protocol=dataclasses.replace(GRID, envs=("walker2d", "hopper", "halfcheetah"),
                                         kinds=("medium", "medium-replay"))),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
