@@ -278,8 +278,8 @@ SCREENS: tuple[Screen, ...] = (
            "cells)",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             Variant("temperature=1", {"agent.temperature": "1"})),
-           protocol=dataclasses.replace(GRID, envs=("walker2d", "hopper", "halfcheetah"),
-                                        kinds=("medium", "medium-replay"))),
+           protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d", "halfcheetah"),
+                                        kinds=("medium-replay", "medium"))),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
            "temperature 1 on the medium-expert datasets? (the same tuning for the baseline; its default is the grid's "
            "own IQL cells)",
