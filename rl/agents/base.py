@@ -45,6 +45,7 @@ __all__ = [
     "between",
     "check_init",
     "network_rules",
+    "optional",
     "validate",
 ]
 
@@ -99,6 +100,12 @@ def at_least(lo: int | float) -> Rule:
 def above(lo: int | float) -> Rule:
     """`v > lo`."""
     return (lambda v: v > lo), f"> {lo:g}"
+
+
+def optional(rule: Rule) -> Rule:
+    """`None`, or a value that keeps `rule` (for a setting that `None` turns off)."""
+    ok, expected = rule
+    return (lambda v: v is None or ok(v)), f"None or {expected}"
 
 
 def network_rules() -> dict[str, Rule]:

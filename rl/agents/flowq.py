@@ -44,7 +44,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 from energyflow import CondOTScheduler, GuidedGaussianPath, MLPVelocity, energy_guided_loss, energy_weighted_loss
 from rl.data import Transitions
 
-from .base import Scalar, above, at_least, between, check_init, validate
+from .base import Scalar, above, at_least, between, check_init, optional, validate
 from .critics import IQLCritic, IQLCriticConfig, init_iql_critic, log_partition_loss, update_iql_critic
 from .nets import QEnsemble, ValueNetwork, batch_apply, min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
@@ -160,10 +160,10 @@ class Config:
                 "uphill_step": at_least(0.0),
                 "scale_rate": between(0.0, 1.0, open_lo=True),
                 "temperature": at_least(0.0),
-                "max_weight": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "None or > 0"),
+                "max_weight": optional(above(0.0)),
                 "resample": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                              "None or an integer >= 1"),
-                "min_ess": (lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "None or in (0, 1]"),
+                "min_ess": optional(between(0.0, 1.0, open_lo=True)),
             },
         )
         if self.uphill_step > 0 and self.gradient != "data":

@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from energyflow import tempered_beta
 from rl.data import Transitions
 
-from .base import Scalar, above, at_least, check_init, network_rules, validate
+from .base import Scalar, above, at_least, between, check_init, network_rules, optional, validate
 from .critics import IQLCritic, IQLCriticConfig, data_q_target, init_iql_critic, update_iql_critic
 from .nets import batch_apply, min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
@@ -105,13 +106,22 @@ class Config:
     temperature: float = 3.0
     # AWR weights are clipped at this value (the paper's 100)
     max_weight: float = 100.0
+    # a floor on the capped weights' effective sample size, as a fraction of the batch (FlowQ's `min_ess`, offered
+    # here so that the baseline can have the same tuning): a batch whose weights at `temperature` would leave fewer
+    # effective examples is weighted at the lower temperature that leaves exactly this many
+    # (`energyflow.tempered_beta`). None: off, the paper's weights
+    min_ess: float | None = None
     # the critic: twin Q with a target ensemble, V by expectile regression
     critic: IQLCriticConfig = dataclasses.field(default_factory=IQLCriticConfig)
     # the actor
     policy: GaussianPolicyConfig = dataclasses.field(default_factory=GaussianPolicyConfig)
 
     def __post_init__(self):
-        validate(self, {"temperature": at_least(0.0), "max_weight": above(0.0)})
+        validate(self, {
+            "temperature": at_least(0.0),
+            "max_weight": above(0.0),
+            "min_ess": optional(between(0.0, 1.0, open_lo=True)),
+        })
 
     @classmethod
     def tiny(cls) -> "Config":
@@ -240,17 +250,23 @@ def actor_loss(
     """Advantage-weighted regression on dataset actions; the critic enters only through stop-gradient weights.
 
     The weights are `exp(temperature (Q - V(s)))` with `V` the critic's value network and `Q = q_data`, the
-    `min_i Q_target,i(s, a)` the value step used (`update` passes it), or `critic.q_target`'s when not given.
+    `min_i Q_target,i(s, a)` the value step used (`update` passes it), or `critic.q_target`'s when not given. With
+    `config.min_ess` the temperature is lowered where the batch's capped weights would keep fewer effective examples.
     """
     q = min_q(stop_gradient(critic.q_target), obs, action) if q_data is None else jax.lax.stop_gradient(q_data)
     v = state_values(stop_gradient(critic.value), obs)
-    weights = awr_weights(q, v, temperature=config.temperature, max_weight=config.max_weight)
+    temperature = config.temperature
+    if config.min_ess is not None:
+        # the weights' shape is softmax(min(temperature A, log max_weight)): tempered_beta's with energies -A
+        temperature = tempered_beta(v - q, temperature, config.min_ess, max_log_weight=math.log(config.max_weight))
+    weights = awr_weights(q, v, temperature=temperature, max_weight=config.max_weight)
     if policy.deterministic:
         fit = -jnp.sum((policy.means(obs) - action) ** 2, axis=-1)
     else:
         fit = policy.log_probs(obs, action, config.policy.log_std_min, config.policy.log_std_max)
     loss = -jnp.mean(weights * fit)
-    return loss, {"actor_loss": loss, "adv_mean": jnp.mean(q - v), "weight_mean": jnp.mean(weights)}
+    info = {"actor_loss": loss, "adv_mean": jnp.mean(q - v), "weight_mean": jnp.mean(weights)}
+    return loss, info | ({"temperature": temperature} if config.min_ess is not None else {})
 
 
 def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[State, dict[str, Array]]:

@@ -55,12 +55,13 @@ NEUTRAL_ADDITIONS: dict[str, dict[str, Any]] = {
               "uphill_step": 0.0, "weight_baseline": "value", "resample": None,
               "min_ess": None},
     "qipo": {"policy.noise": 1.0},
-    "iql": {"policy.best_of_n": 1, "policy.noise": 1.0},
+    "iql": {"policy.best_of_n": 1, "policy.noise": 1.0, "min_ess": None},
 }
 """Fields added to the agents' configs with a value that changes nothing for the runs made before them (plain
 sampling, the energy-unit weights, IQL's mean action; `temperature` is read only with `weight_unit="q"`; no cap on
 FlowQ's weights; no uphill step; FlowQ's weights relative to V; IQL's draws at the fitted standard deviation; FlowQ's
-weighted batch rather than one drawn by its weights, at its temperature whatever the effective sample size)."""
+weighted batch rather than one drawn by its weights, at its temperature whatever the effective sample size, and IQL's
+weights likewise)."""
 
 
 def _with_additions(agent: Any, agent_config: Any) -> Any:

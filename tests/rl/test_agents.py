@@ -206,6 +206,34 @@ def test_iql_actor_weights_read_the_target_q_of_the_value_step(batch):
     np.testing.assert_allclose(float(info["actor_loss"]), float(loss), rtol=1e-5)
 
 
+def test_iql_min_ess_weights_at_the_tempered_temperature(batch):
+    """IQL's min_ess is AWR at the temperature energyflow.tempered_beta finds for the capped weights' shape
+    softmax(min(temperature A, log max_weight)): its loss equals the loss at that temperature by hand, the floor is
+    kept exactly where it binds, and without a binding floor the loss is the paper's."""
+    config = dataclasses.replace(TINY["iql"], temperature=30.0, max_weight=50.0)
+    state = iql.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(42))
+    critic = state.critic
+    # advantages spread enough that the floor binds at temperature 30 (a fresh critic's are all near 0)
+    advantage = 0.5 * jax.random.normal(jax.random.key(43), (len(batch.obs),))
+    q_data = state_values(critic.value, batch.obs) + advantage
+    floor = 0.8
+    loss, info = iql.actor_loss(state.policy, critic, batch.obs, batch.action,
+                                dataclasses.replace(config, min_ess=floor), q_data=q_data)
+    tempered = float(info["temperature"])
+    assert 0.0 < tempered < 30.0
+    capped = jnp.minimum(tempered * advantage, np.log(50.0))
+    ess = float(jnp.sum(jnp.exp(capped)) ** 2 / jnp.sum(jnp.exp(2 * capped)))
+    np.testing.assert_allclose(ess / len(batch.obs), floor, rtol=1e-4)
+    by_hand, _ = iql.actor_loss(state.policy, critic, batch.obs, batch.action,
+                                dataclasses.replace(config, temperature=tempered), q_data=q_data)
+    np.testing.assert_allclose(float(loss), float(by_hand), rtol=1e-5)
+    # a floor the paper's weights already keep changes nothing
+    loose, info = iql.actor_loss(state.policy, critic, batch.obs, batch.action,
+                                 dataclasses.replace(config, min_ess=1e-6), q_data=q_data)
+    paper, _ = iql.actor_loss(state.policy, critic, batch.obs, batch.action, config, q_data=q_data)
+    assert float(info["temperature"]) == 30.0 and float(loose) == float(paper)
+
+
 def test_softmax_q_value_limits():
     q = jnp.array([[1.0, 2.0, 6.0], [-3.0, 0.0, 0.5]])
     np.testing.assert_allclose(softmax_q_value(q, 0.0), jnp.mean(q, axis=-1), rtol=1e-6)
@@ -879,6 +907,7 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: flowq.Config(uphill_step=-0.1), "uphill_step must be >= 0"),
         (lambda: flowq.Config(resample=0), "resample must be None or an integer >= 1"),
         (lambda: flowq.Config(min_ess=0.0), r"min_ess must be None or in \(0, 1\]"),
+        (lambda: iql.Config(min_ess=1.5), r"iql.Config: min_ess must be None or in \(0, 1\], got 1.5"),
         (lambda: flowq.Config(weight_unit="energy", min_ess=0.5), "min_ess=0.5 tempers the q unit's weights"),
         (lambda: flowq.Config(weight_unit="energy", resample=256), "resample=256 draws by the q unit's weights"),
         (lambda: flowq.Config(weight_unit="energy", weight_baseline="log_partition"),
