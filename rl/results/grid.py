@@ -25,10 +25,12 @@ __all__ = [
     "AGENTS",
     "DATASET_SETTINGS",
     "ENVS",
+    "ERAS",
     "FORMER_DEFAULTS",
     "KINDS",
     "SEEDS",
     "STEPS",
+    "Era",
     "Grid",
     "dataset_id",
     "parse_overrides",
@@ -55,6 +57,25 @@ FORMER_DEFAULTS: dict[str, dict[str, str]] = {
 agent:
 the results page shows the grid under them too (`Grid.agent_settings`), and the screens run under them keep their
 runs (`rl.results.screens.Screen.baseline`)."""
+
+
+
+@dataclass(frozen=True)
+class Era:
+    """Defaults the study has since moved, and the grid under them: the results page shows it apart, as a record."""
+
+    # how the page names it ("the defaults of 0.1")
+    name: str
+    # the prefix of its figures' file names
+    tag: str
+    # per agent, the settings that were the defaults then (`Grid.agent_settings`)
+    settings: Mapping[str, Mapping[str, str]]
+    # what it stays on the page as
+    record: str = "a record"
+
+
+ERAS: tuple[Era, ...] = (Era("the defaults of 0.1", "former", FORMER_DEFAULTS, "the record the study started from"),)
+"""Every earlier set of defaults the grid ran under, oldest first."""
 
 DATASET_SETTINGS: dict[str, dict[str, dict[str, str]]] = {}
 """Per-dataset settings, where the papers' practice has them: `{"<env>/<kind>": {agent: {"agent.beta": "3"}}}`.

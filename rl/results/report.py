@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from . import figures, stats
-from .grid import FORMER_DEFAULTS, Grid, dataset_id
+from .grid import ERAS, Era, Grid, dataset_id
 from .ledger import Entry, budgets, coverage, missing, other_entries
 
 __all__ = ["Cell", "cells", "render", "write_report"]
 
 NAMES = {"iql": "IQL", "flowq": "FlowQ", "qipo": "QIPO"}
-FORMER_ERA = "the defaults of 0.1"
 HISTORY = """## History
 
 An earlier table (3 seeds, 50 000 updates, 10-episode evaluations) was dropped because its per-seed logs were not
@@ -130,11 +129,11 @@ def _matrices(grid: Grid, found: dict[tuple[str, str], Cell], datasets: list[str
 
 
 def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: str, reps: int, *,
-             era: str = "") -> list[str]:
-    """One budget's tables and figures; `era` names the settings of a grid that is not today's (figures get it as a
-    prefix, and no "Missing" list: only today's grid is to be completed)."""
+             era: Era | None = None) -> list[str]:
+    """One budget's tables and figures; `era`, the earlier defaults of a grid that is not today's (its figures get its
+    tag as a prefix, and no "Missing" list: only today's grid is to be completed)."""
     found = cells(grid, entries, steps)
-    lines = [f"## {_budget(steps)} updates per seed" + (f", {era}" if era else ""), ""]
+    lines = [f"## {_budget(steps)} updates per seed" + (f", {era.name}" if era else ""), ""]
     if not found:
         return lines + ["The ledger holds no run of this grid at this budget yet.", ""] + _missing(grid, entries, steps)
     lines += ["| dataset | behaviour data | " + " | ".join(NAMES.get(a, a) for a in grid.agents) + " |",
@@ -212,8 +211,8 @@ def _head_to_head(grid: Grid, found: dict[tuple[str, str], Cell], reps: int) -> 
             *rows, ""]
 
 
-def _tag(steps: int, era: str) -> str:
-    return f"results-{'former-' if era else ''}{_budget(steps)}"
+def _tag(steps: int, era: Era | None) -> str:
+    return f"results-{f'{era.tag}-' if era else ''}{_budget(steps)}"
 
 
 def _runs_table(found: dict[tuple[str, str], Cell]) -> list[str]:
@@ -293,23 +292,35 @@ def render(grid: Grid, entries: Sequence[Entry], img: Path, *, link: str = "img"
              "checkpoints, is on the [Study](study.md) page.", ""]
     for steps in shown:
         lines += _section(grid, entries, steps, img, link, reps)
-    former = dataclasses.replace(grid, agent_settings=FORMER_DEFAULTS)
-    former_shown = [steps for steps in budgets(former, entries) if cells(former, entries, steps)]
-    if former_shown:
-        # a record, not a grid to complete: only the kinds it has runs of
-        ran = {d for steps in former_shown for d, _ in cells(former, entries, steps)}
-        former = dataclasses.replace(former, kinds=tuple(
-            k for k in grid.kinds if any(dataset_id(env, k, grid.namespace) in ran for env in grid.envs)))
-        lines += [f"The grid under {FORMER_ERA} follows: its runs were made before the study moved the "
-                  "defaults (" + "; ".join(f"{NAMES.get(a, a)}: " + " ".join(f"`--{k}={v}`" for k, v in o.items())
-                                           for a, o in FORMER_DEFAULTS.items() if a in grid.agents)
-                  + "), and it stays here as the record the study started from.", ""]
-        for steps in former_shown:
-            lines += _section(former, entries, steps, img, link, reps, era=FORMER_ERA)
-    in_former = {id(e) for e in other_entries(former, entries, former_shown)}
-    rest = [e for e in other_entries(grid, entries, shown) if id(e) in in_former]
+    others = {id(e) for e in other_entries(grid, entries, shown)}
+    for era in ERAS:
+        era_lines, used = _era(grid, era, entries, img, link, reps)
+        lines += era_lines
+        others -= used
+    rest = [e for e in entries if id(e) in others]
     lines += _others(rest) + _recipes(grid, entries) + [BUILTIN.strip(), "", HISTORY.strip(), ""]
     return "\n".join(lines)
+
+
+def _era(grid: Grid, era: Era, entries: Sequence[Entry], img: Path, link: str,
+         reps: int) -> tuple[list[str], set[int]]:
+    """The grid under an earlier era's defaults, on the kinds it has runs of (a record, not a grid to complete), and
+    the ids of the entries it shows."""
+    former = dataclasses.replace(grid, agent_settings=era.settings)
+    former_shown = [steps for steps in budgets(former, entries) if cells(former, entries, steps)]
+    if not former_shown:
+        return [], set()
+    ran = {d for steps in former_shown for d, _ in cells(former, entries, steps)}
+    former = dataclasses.replace(former, kinds=tuple(
+        k for k in grid.kinds if any(dataset_id(env, k, grid.namespace) in ran for env in grid.envs)))
+    settings = "; ".join(f"{NAMES.get(a, a)}: " + " ".join(f"`--{k}={v}`" for k, v in o.items())
+                         for a, o in era.settings.items() if a in grid.agents)
+    lines = [f"The grid under {era.name} follows: its runs were made before the study moved the defaults "
+             f"({settings}), and it stays here as {era.record}.", ""]
+    for steps in former_shown:
+        lines += _section(former, entries, steps, img, link, reps, era=era)
+    unused = {id(e) for e in other_entries(former, entries, former_shown)}
+    return lines, {id(e) for e in entries} - unused
 
 
 def _overrides(grid: Grid) -> str:
