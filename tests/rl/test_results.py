@@ -320,3 +320,30 @@ def test_runs_under_the_former_defaults_get_a_section_of_their_own(tmp_path):
     assert (tmp_path / "img" / "results-former-1k-curves.png").is_file()
     with pytest.raises(ValueError, match="unknown agent 'sac'"):
         dataclasses.replace(GRID, agent_settings={"sac": {}})
+
+
+def test_each_era_of_defaults_gets_its_own_record(tmp_path, monkeypatch):
+    """With two earlier eras (`grid.ERAS`), a cell run under the later one is shown in that era's section, with its
+    own figures, and not among the other runs nor in the older era's section."""
+    from rl.results import report
+    from rl.results.grid import FORMER_DEFAULTS, Era
+
+    later = Era("the first study defaults", "first", {"flowq": {"agent.temperature": "1"}})
+    monkeypatch.setattr(report, "ERAS", (Era("the defaults of 0.1", "former", FORMER_DEFAULTS), later))
+    book = tmp_path / "ledger"
+    era_grid = dataclasses.replace(GRID, agents=("flowq",), agent_settings=later.settings)
+    config = era_grid.config(HOPPER, "flowq", 1000, (0, 1, 2))
+    assert config.agent_config.temperature == 1.0
+    ledger.add(put(tmp_path, "first", fake_summary(HOPPER, "flowq", (0, 1, 2), [41.5, 42.5, 43.5], config=config)),
+               book)
+    args = ["report", "--envs", "hopper", "--agents", "flowq", "--steps", "1000", "--eval-every", "250",
+            "--eval-episodes", "2", "--final-eval-episodes", "3", "--ledger", str(book), "--reps", "200",
+            "--page", str(tmp_path / "results.md"), "--img", str(tmp_path / "img")]
+    assert cli.main(args) == 0
+    page = (tmp_path / "results.md").read_text()
+    assert "## 1k updates per seed, the defaults of 0.1" not in page
+    today, _, record = page.partition("## 1k updates per seed, the first study defaults")
+    assert "| hopper-medium | 40.0 | 42.5 ± 0.8 |" in record and "42.5" not in today
+    assert "The grid under the first study defaults follows" in today and "`--agent.temperature=1`" in today
+    assert "Other runs in the ledger" not in page
+    assert (tmp_path / "img" / "results-first-1k-curves.png").is_file()
