@@ -284,8 +284,9 @@ SCREENS: tuple[Screen, ...] = (
            protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d", "halfcheetah"),
                                         kinds=("medium-replay", "medium"))),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
-           "temperature 1 on the medium-expert datasets? (the same tuning for the baseline; its default is the grid's "
-           "own IQL cells)? And from FlowQ's floor on the effective sample size (min_ess=0.5, on IQL's capped weights)?",
+           "temperature 1 on the medium-expert datasets, and from FlowQ's floor on the effective sample size "
+           "(min_ess=0.5, on IQL's capped weights)? (the same tuning for the baseline; its default is the grid's own "
+           "IQL cells)",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             Variant("temperature=1", {"agent.temperature": "1"}),
             _act("temperature=1, plain", "temperature=1", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT),
