@@ -36,9 +36,9 @@ __version__ = "0.1.0"
 # Public objects print under the name users import them by (`energyflow.FlowModel`, not `energyflow._fit.FlowModel`).
 for _public in (
     FlowModel, fit, GuidedVelocity, sample_guided, cfm_loss, energy_guided_loss, energy_weighted_loss, energy_weights,
-    group_softmax, tempered_beta, MLPVelocity, SinusoidalTimeEmbedding, AbstractProbPath, AffineProbPath, GuidedGaussianPath,
-    PathSample, log_prob, sample, sample_with_log_prob, AbstractScheduler, CondOTScheduler, CosineScheduler,
-    SchedulerOutput, VPScheduler,
+    group_softmax, tempered_beta, MLPVelocity, SinusoidalTimeEmbedding, AbstractProbPath, AffineProbPath,
+    GuidedGaussianPath, PathSample, log_prob, sample, sample_with_log_prob, AbstractScheduler, CondOTScheduler,
+    CosineScheduler, SchedulerOutput, VPScheduler,
 ):
     _public.__module__ = __name__
 del _public

@@ -26,10 +26,11 @@ shift of `k sigma^2 |grad_a Q|` action units, printed as a multiple of `sigma` (
 below 1 means the target policy is the behaviour policy at every state, whatever its family, and what separates a
 flow from a Gaussian there is only how the weights trade states off against each other.
 
-`--temperature K` reads the same weights at another inverse temperature per unit of `Q` than the run's, and
-`--min-ess F` tempers each batch as FlowQ's `min_ess` does (`energyflow.tempered_beta`: the run's or `--temperature`'s
-value, lowered where the batch would keep less than `F` of itself); the `1/temp per Q` column is then the mean over
-batches of the temperature used.
+Runs trained with a floor (`min_ess`, FlowQ's or IQL's) are read with it. `--temperature K` reads the same weights
+at another inverse temperature per unit of `Q` than the run's, and `--min-ess F` tempers each batch as `min_ess` does
+(`energyflow.tempered_beta`: the run's or `--temperature`'s value, lowered where the batch would keep less than `F` of
+itself), in place of the run's own floor; the `1/temp per Q` column is then the mean over batches of the temperature
+used.
 
     python scripts/policy_weights.py runs/results/halfcheetah-iql runs/results/halfcheetah-flowq
     python scripts/policy_weights.py runs/study/hopper-medium-expert-flowq-... --temperature 3 --min-ess 0.5
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=None,
                         help="read the weights at this inverse temperature per unit of Q (default: the run's)")
     parser.add_argument("--min-ess", type=float, default=None,
-                        help="temper each batch to keep at least this fraction of it (FlowQ's min_ess)")
+                        help="temper each batch to keep at least this fraction of it (min_ess; default: the run's)")
     args = parser.parse_args(argv)
     print(f"{'run':<45} {'seed':>4} {'std A':>7} {'1/temp per Q':>13} {'ESS / batch':>12} {'|grad_a Q|':>10} "
           f"{'shift / sigma':>13} {'std (Q - V)':>12}")
@@ -101,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
             adv = adv.reshape(args.batches, 256)
             per_q = cfg.temperature if config.agent == "iql" else _flowq_per_q(cfg, state)
             per_q = per_q if args.temperature is None else args.temperature
-            cap = np.log(cfg.max_weight) if config.agent == "iql" else None
+            # the run's own cap and floor (IQL's max_weight, FlowQ's optional one; either's min_ess)
+            cap = None if getattr(cfg, "max_weight", None) is None else np.log(cfg.max_weight)
+            floor = getattr(cfg, "min_ess", None) if args.min_ess is None else args.min_ess
             per_batch = np.full(args.batches, per_q)
-            if args.min_ess is not None:
-                per_batch = np.asarray(jax.vmap(lambda a: tempered_beta(-a, per_q, args.min_ess, max_log_weight=cap))(
+            if floor is not None:
+                per_batch = np.asarray(jax.vmap(lambda a: tempered_beta(-a, per_q, floor, max_log_weight=cap))(
                     jnp.asarray(adv)))
             log_w = per_batch[:, None] * adv
             log_w = log_w if cap is None else np.minimum(log_w, cap)

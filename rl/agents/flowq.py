@@ -102,11 +102,11 @@ class Config:
     # softmax(temperature (Q - V)) also trade states off against each other; or "log_partition", the log-partition
     # L(s) = log E_data[exp(temperature Q(s, a)) | s] / temperature of the dataset's actions at s, fitted by Gumbel
     # regression (the value loss of Garg et al. 2023, XQL; `rl.agents.critics.log_partition_loss`), so that
-    # exp(temperature (Q - L)) averages to one at every state and the weights tilt only within states, at any temperature. The target per state,
-    # pi_beta exp(temperature Q), is the same; what changes is how the batch's weight is spread over its states
-    # (docs/study.md: the within-state tilt alone costs an effective sample size of about exp(-(temperature sigma
-    # |grad_a Q|)^2) with behaviour noise sigma, one action per state). "value" by evidence: the Gumbel-fitted L is
-    # the noisier baseline (flowq-partition: walker2d 32.2 against 76.3 at 30k updates)
+    # exp(temperature (Q - L)) averages to one at every state and the weights tilt only within states, at any
+    # temperature. The target per state, pi_beta exp(temperature Q), is the same; what changes is how the batch's
+    # weight is spread over its states (docs/study.md: the within-state tilt alone costs an effective sample size of
+    # about exp(-(temperature sigma |grad_a Q|)^2) with behaviour noise sigma, one action per state). "value" by
+    # evidence: the Gumbel-fitted L is the noisier baseline (flowq-partition: walker2d 32.2 against 76.3 at 30k)
     weight_baseline: Literal["value", "log_partition"] = "value"
     # cap on the endpoint weights with weight_unit="q": min(exp(temperature A), max_weight) before normalising over
     # the batch, as IQL caps its AWR weights at its max_weight (100). None: no cap, a few large advantages can then
