@@ -1,14 +1,17 @@
 """FlowQ: an energy-guided flow policy (Alles, Chen, van der Smagt, Cseke 2025, arXiv 2505.14139).
 
 - Critic: IQL's (`rl.agents.critics`), trained on dataset actions only, never on policy samples.
-- Policy: a conditional flow `v(a_t, t, s)` (`rl.agents.policies`) trained with `energyflow.energy_guided_loss` on
-  dataset actions, the energy of an action being `E(a; s) = -(min_i Q_target,i(s, a) - V(s)) / scale`, with the
+- Policy: a conditional flow `v(a_t, t, s)` (`rl.agents.policies`) regressed on the energy-guided path of dataset
+  actions, the energy of an action being `E(a; s) = -(min_i Q_target,i(s, a) - V(s)) / scale`, with the
   new `V` and the target `Q` as it was before the critic's target step (the one its value step regressed on, as
   IQL's actor). The critic enters without gradient (`jax.lax.stop_gradient`), so the policy loss never trains it.
   The guided path bends each conditional path `noise -> a_data` along `-grad_a E` with strength `lambda_t`
-  (`lambda_1 = beta`), so that the flow learns `pi_beta(a | s) exp(-beta E(a; s))`.
-- Acting: the `energyflow` ODE sampler from noise (10 Euler steps by default), clipped to `[-1, 1]`; optionally
-  best-of-N by `Q` (`rl.agents.policies.act`).
+  (`lambda_1 = beta`). By default the examples carry IQL's weights `softmax(temperature A)` over the batch, tempered
+  where they would keep less than half of it (`min_ess`; `energyflow.energy_weighted_loss`), so that the flow learns
+  `pi_beta(a | s) exp(temperature A)`; with `weight_unit="energy"` (0.1's) `energyflow.energy_guided_loss` weights
+  by the path's own tilt and the flow learns `pi_beta(a | s) exp(-beta E(a; s))`.
+- Acting: the `energyflow` ODE sampler from noise (10 Heun steps by default), clipped to `[-1, 1]`, the best of 8
+  draws by `Q` (`rl.agents.policies.act`).
 
 The policy update evaluates one energy gradient per example (plus a Hessian-vector product with
 `gradient="mean"`) and never runs the sampler, so its cost does not depend on `policy.sample_steps`. With
@@ -123,8 +126,10 @@ class Config:
     # whose weights softmax(temperature A) would leave fewer effective examples is weighted at the lower temperature
     # that leaves exactly this many (`energyflow.tempered_beta`). temperature is then the sharpest tilt, taken where
     # the advantages spread little (the bandits), and the floor keeps enough of the batch in the regression where they
-    # spread a lot (medium-expert at temperature 3: 0.05-0.17 of the batch; docs/study.md). None: off
-    min_ess: float | None = None
+    # spread a lot (medium-expert at temperature 3: 0.05-0.17 of the batch). Half the batch by evidence: at the
+    # grid's budget it lifted walker2d-medium-expert from 22.8 to 84.8 and lost no dataset (docs/study.md,
+    # flowq-temperature and flowq-temperature-other). None: off, the weights at temperature whatever they keep
+    min_ess: float | None = 0.5
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min). With sigma_min > 0 each guided conditional
     # ends at N(a + beta sigma_min^2 grad_a Q / scale, sigma_min^2): a step uphill on Q, but the flow learns the
     # widening too. At 30k updates the widening (0.2) cost more than the step gave (docs/study.md, flowq-tilt)

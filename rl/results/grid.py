@@ -26,6 +26,7 @@ __all__ = [
     "DATASET_SETTINGS",
     "ENVS",
     "ERAS",
+    "FIRST_DEFAULTS",
     "FORMER_DEFAULTS",
     "KINDS",
     "SEEDS",
@@ -49,7 +50,7 @@ NAMESPACE = "results"
 
 FORMER_DEFAULTS: dict[str, dict[str, str]] = {
     "flowq": {"agent.weight_unit": "energy", "agent.beta": "3", "agent.policy.best_of_n": "1",
-              "agent.policy.solver": "euler"},
+              "agent.policy.solver": "euler", "agent.min_ess": "none"},
     "iql": {"agent.policy.best_of_n": "1"},
     "qipo": {"agent.policy.best_of_n": "1"},
 }
@@ -74,7 +75,12 @@ class Era:
     record: str = "a record"
 
 
-ERAS: tuple[Era, ...] = (Era("the defaults of 0.1", "former", FORMER_DEFAULTS, "the record the study started from"),)
+FIRST_DEFAULTS: dict[str, dict[str, str]] = {"flowq": {"agent.min_ess": "none"}}
+"""The study's first defaults where it has since moved them: FlowQ's weights at temperature 3 whatever their
+effective sample size, before the floor `min_ess=0.5` (docs/study.md, flowq-temperature)."""
+ERAS: tuple[Era, ...] = (Era("the defaults of 0.1", "former", FORMER_DEFAULTS, "the record the study started from"),
+                         Era("the study's first defaults", "first", FIRST_DEFAULTS,
+                             "the grid before FlowQ's floor on its weights' effective sample size"))
 """Every earlier set of defaults the grid ran under, oldest first."""
 
 DATASET_SETTINGS: dict[str, dict[str, dict[str, str]]] = {}

@@ -144,6 +144,9 @@ OTHER_KINDS = dataclasses.replace(GRID, kinds=("medium-replay", "medium-expert")
 """The results grid's protocol on its other datasets: the act screens there re-evaluate its runs at today's defaults."""
 EULER = {"agent.policy.solver": "euler"}
 """FlowQ's acting before Heun's method became its default (the screens run then keep their runs)."""
+FIRST = grids.FIRST_DEFAULTS["flowq"]
+"""FlowQ's weights before the floor on their effective sample size became its default (the screens run then keep
+their runs)."""
 WALKER = Screening(envs=(*ENVS, "walker2d"))
 """The screening protocol with walker2d added, for questions whose answer the grid showed to differ there (FlowQ's
 weights: on walker2d-medium they are flattest relative to IQL's, and FlowQ trails IQL most)."""
@@ -168,7 +171,7 @@ SCREENS: tuple[Screen, ...] = (
             _act("best-of-32", best_of_n="32"), _act("best-of-8, heun", solver="heun"),
             _act("best-of-8, 20 steps", sample_steps="20"), _act("best-of-32, heun", best_of_n="32", solver="heun"),
             _act("plain, heun", best_of_n="1", solver="heun")),
-           protocol=GRID, grid_runs=True, baseline=EULER),
+           protocol=GRID, grid_runs=True, baseline={**EULER, **FIRST}),
     *(Screen(f"{agent}-act-kinds", agent, f"{name}: does best-of-8 by Q, chosen on the medium datasets, also serve on "
              "medium-replay and medium-expert, or does a plain action (IQL: its mean; the flows: one draw) do better "
              "there? Or best-of-8 among narrower draws (noise 0.5), which stay closer to the data the critic has "
@@ -177,12 +180,12 @@ SCREENS: tuple[Screen, ...] = (
                         else "") + " (on the results grid's runs at today's defaults)",
              (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
               *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else [])),
-             protocol=OTHER_KINDS, grid_runs=True)
+             protocol=OTHER_KINDS, grid_runs=True, baseline=FIRST if agent == "flowq" else {})
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "
            "three new seeds? (Its default is today's: Heun, best-of-8.)",
            (DEFAULT, _act("euler", solver="euler")),
-           protocol=dataclasses.replace(GRID, envs=("hopper",), seeds=(3, 4, 5))),
+           protocol=dataclasses.replace(GRID, envs=("hopper",), seeds=(3, 4, 5)), baseline=FIRST),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "
            "(energy, the former default: softmax(beta A / scale), the guided path's own tilt; q: "
            "softmax(temperature A), IQL's unit)?",
@@ -212,7 +215,7 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, *(Variant(f"max_weight=100, temperature={t}", {"agent.max_weight": "100", "agent.temperature": t})
                        for t in ("10", "30")), _act("heun", solver="heun"), _act("best-of-8", best_of_n="8"),
             _act("best-of-8, heun", best_of_n="8", solver="heun")),
-           protocol=WALKER, baseline={**EULER, "agent.policy.best_of_n": "1"}),
+           protocol=WALKER, baseline={**EULER, **FIRST, "agent.policy.best_of_n": "1"}),
     Screen("flowq-tilt", "flowq", "FlowQ: can the guided path's own tilt lift it beyond its weights? At t = 1 each "
            "guided conditional is N(a + beta sigma_min^2 grad_a Q / scale, sigma_min^2): a step uphill on Q from every "
            "data action, zero at the default sigma_min = 0. (The power schedule, lambda_t = beta t^4, keeps the bend "
@@ -222,13 +225,13 @@ SCREENS: tuple[Screen, ...] = (
                                                           "agent.lambda_schedule": "power"})
               for s, b in (("0.2", "3"), ("0.1", "10"), ("0.2", "10")))),
            protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
-           baseline={**EULER, "agent.policy.best_of_n": "1"}),
+           baseline={**EULER, **FIRST, "agent.policy.best_of_n": "1"}),
     Screen("flowq-uphill", "flowq", "FlowQ: does the uphill step help without the widening? The policy regresses on "
            "a + step grad_a Q / scale (clipped to [-1, 1]; |grad_a Q| / scale is 1 on average), the guided endpoint's "
            "step at sigma_min^2 beta = step, with sigma_min = 0 (flowq-tilt: the widening cost more than the step gave).",
            (DEFAULT, *(Variant(f"step={x}", {"agent.uphill_step": x}) for x in ("0.03", "0.1", "0.3"))),
            protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
-           baseline={**EULER, "agent.policy.best_of_n": "1"}),
+           baseline={**EULER, **FIRST, "agent.policy.best_of_n": "1"}),
     Screen("flowq-partition", "flowq", "FlowQ: do weights normalised within each state help (weight_baseline="
            "log_partition: softmax(temperature (Q - L(s))), L(s) = log E_data[exp(temperature Q) | s] / temperature by "
            "Gumbel regression, so that no state outweighs another on average), and do they let a sharper temperature "
@@ -237,7 +240,7 @@ SCREENS: tuple[Screen, ...] = (
             Variant("log_partition, temperature=10", {"agent.weight_baseline": "log_partition",
                                                       "agent.temperature": "10"})),
            protocol=dataclasses.replace(WALKER, envs=("hopper", "walker2d")),
-           baseline={**EULER, "agent.policy.best_of_n": "1"}),
+           baseline={**EULER, **FIRST, "agent.policy.best_of_n": "1"}),
     Screen("iql-tuning", "iql", "IQL: does the baseline gain from the same tuning budget (default temperature 3, "
            "expectile 0.7)?", (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
                                Variant("temperature=10", {"agent.temperature": "10"}),
@@ -261,7 +264,7 @@ SCREENS: tuple[Screen, ...] = (
             Variant("resample=256", {"agent.resample": "256"}),
             Variant("batch=1024, resample=256", {"agent.resample": "256", "train.batch_size": "1024"}),
             Variant("min_ess=0.5", {"agent.min_ess": "0.5"})),
-           protocol=MEDIUM_EXPERT),
+           protocol=MEDIUM_EXPERT, baseline=FIRST),
     Screen("iql-medium-expert", "iql", "IQL under flowq-fit's protocol, the reference its variants are held against "
            "(and its mean action against best-of-8 there).", (DEFAULT, _act("plain", best_of_n="1")),
            protocol=MEDIUM_EXPERT),
@@ -275,14 +278,15 @@ SCREENS: tuple[Screen, ...] = (
             Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1"),
             _act("min_ess=0.5, best-of-2", "min_ess=0.5", best_of_n="2"),
-            _act("min_ess=0.5, best-of-4", "min_ess=0.5", best_of_n="4")), protocol=GRID_MEDIUM_EXPERT),
+            _act("min_ess=0.5, best-of-4", "min_ess=0.5", best_of_n="4")), protocol=GRID_MEDIUM_EXPERT,
+           baseline=FIRST),
     Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
            "temperature 1 no better (flowq-weights)? And the floor min_ess=0.5? (its default is the grid's own FlowQ "
            "cells)",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             Variant("temperature=1", {"agent.temperature": "1"})),
            protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d", "halfcheetah"),
-                                        kinds=("medium-replay", "medium"))),
+                                        kinds=("medium-replay", "medium")), baseline=FIRST),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
            "temperature 1 on the medium-expert datasets, and from FlowQ's floor on the effective sample size "
            "(min_ess=0.5, on IQL's capped weights)? (the same tuning for the baseline; its default is the grid's own "
@@ -303,7 +307,7 @@ SCREENS: tuple[Screen, ...] = (
             Variant("lambda=constant", {"agent.lambda_schedule": "constant"}),
             Variant("gradient=mean", {"agent.gradient": "mean"}),
             Variant("energy weights at t, beta=3", {"agent.weight_unit": "energy", "agent.weight_at": "t",
-                                                     "agent.beta": "3"}))),
+                                                     "agent.beta": "3", "agent.min_ess": "none"}))),
     Screen("qipo-act", "qipo", "QIPO: how should the trained flow choose its actions?",
            (DEFAULT, _act("noise=0", noise="0"), _act("best-of-8", best_of_n="8"), _act("best-of-32", best_of_n="32"),
             _act("best-of-8, heun", best_of_n="8", solver="heun")),

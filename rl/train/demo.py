@@ -62,12 +62,13 @@ _SAMPLE = {"policy.best_of_n": "1"}
 
 DEMO_METHODS: tuple[tuple[str, str, dict[str, str]], ...] = (
     # (label, agent, agent-config overrides). Behaviour cloning is FlowQ without guidance or weights: beta = 0 with
-    # the weights in the energy's unit makes its loss the plain CFM loss, so its policy fits the behaviour data. The
-    # others run at their defaults, except for settings that fit the demo: every policy's learning rate
-    # (DEMO_POLICY_LR) and QIPO's phase lengths, for its 3000 updates; and one action per state (best_of_n = 1), so
-    # that the table and the figure show the policy each method learned, not the critic's pick among its draws (the
-    # defaults' best-of-8, docs/training.md gives its numbers too).
-    ("behaviour cloning", "flowq", {"beta": "0", "weight_unit": "energy", **_SAMPLE, "policy.lr": DEMO_POLICY_LR}),
+    # the weights in the energy's unit (which have no floor) makes its loss the plain CFM loss, so its policy fits the
+    # behaviour data. The others run at their defaults, except for settings that fit the demo: every policy's learning
+    # rate (DEMO_POLICY_LR) and QIPO's phase lengths, for its 3000 updates; and one action per state (best_of_n = 1),
+    # so that the table and the figure show the policy each method learned, not the critic's pick among its draws
+    # (the defaults' best-of-8, docs/training.md gives its numbers too).
+    ("behaviour cloning", "flowq", {"beta": "0", "weight_unit": "energy", "min_ess": "none", **_SAMPLE,
+                                    "policy.lr": DEMO_POLICY_LR}),
     ("IQL", "iql", {**_SAMPLE, "policy.lr": DEMO_POLICY_LR}),
     ("FlowQ", "flowq", {**_SAMPLE, "policy.lr": DEMO_POLICY_LR}),
     (

@@ -51,7 +51,7 @@ CRITIC = IQLCriticConfig(lr=2e-3, width=32)
 FLOW = FlowPolicyConfig(lr=2e-3, width=32, depth=2, sample_steps=3, best_of_n=1)
 TINY = {
     "iql": iql.Config(critic=CRITIC, policy=GaussianPolicyConfig(lr=2e-3, width=32, best_of_n=1)),
-    "flowq": flowq.Config(critic=CRITIC, policy=FLOW, weight_unit="energy", beta=3.0),
+    "flowq": flowq.Config(critic=CRITIC, policy=FLOW, weight_unit="energy", beta=3.0, min_ess=None),
     "qipo": qipo.Config(
         critic_loss="softmax",  # the default critic is IQL's, tested with the other agents; keep this path exercised
         critic=CRITIC,
@@ -909,7 +909,8 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: flowq.Config(min_ess=0.0), r"min_ess must be None or in \(0, 1\]"),
         (lambda: iql.Config(min_ess=1.5), r"iql.Config: min_ess must be None or in \(0, 1\], got 1.5"),
         (lambda: flowq.Config(weight_unit="energy", min_ess=0.5), "min_ess=0.5 tempers the q unit's weights"),
-        (lambda: flowq.Config(weight_unit="energy", resample=256), "resample=256 draws by the q unit's weights"),
+        (lambda: flowq.Config(weight_unit="energy", min_ess=None, resample=256),
+         "resample=256 draws by the q unit's weights"),
         (lambda: flowq.Config(weight_unit="energy", weight_baseline="log_partition"),
          "weight_baseline='log_partition' sets the q unit's weights; it needs weight_unit='q'"),
         (lambda: flowq.Config(uphill_step=0.1, gradient="mean"), "uphill_step=0.1 .* needs gradient='data'"),

@@ -85,7 +85,8 @@ def test_missing_lists_the_cells_the_ledger_lacks(tmp_path):
     # filled with the values that reproduce it (noise 1, energy-unit weights), so it fills a cell of a grid with
     # those settings, like a run that sets them, and not one of today's defaults (IQL-unit weights)
     energy = GRID.config(WALKER, "flowq", 1000, (0,))
-    energy = dataclasses.replace(energy, agent_config=dataclasses.replace(energy.agent_config, weight_unit="energy"))
+    energy = dataclasses.replace(
+        energy, agent_config=dataclasses.replace(energy.agent_config, weight_unit="energy", min_ess=None))
     before = fake_summary(WALKER, "flowq", (0,), [5.0], config=energy)
     del before["config"]["agent_config"]["policy"]["noise"], before["config"]["agent_config"]["weight_unit"]
     ledger.add(put(tmp_path, "g", before), book)
@@ -94,7 +95,8 @@ def test_missing_lists_the_cells_the_ledger_lacks(tmp_path):
     gaps = ledger.missing(GRID, ledger.load(book))
     assert [(m.dataset, m.agent, m.seeds) for m in gaps] == [
         (WALKER, "iql", (0, 1, 2)), (HOPPER, "flowq", (2,)), (WALKER, "flowq", (0, 1, 2))]
-    in_energy = dataclasses.replace(GRID, agents=("flowq",), overrides={"agent.weight_unit": "energy"})
+    in_energy = dataclasses.replace(GRID, agents=("flowq",),
+                                    overrides={"agent.weight_unit": "energy", "agent.min_ess": "none"})
     gaps = ledger.missing(in_energy, ledger.load(book))
     assert [m.seeds for m in gaps if (m.dataset, m.agent) == (WALKER, "flowq")] == [(2,)]
     assert ledger.budgets(GRID, ledger.load(book)) == [500, 1000]

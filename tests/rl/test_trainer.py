@@ -424,7 +424,7 @@ def test_load_policy_acts_from_the_run_directory_alone(tmp_path, data):
 
 # plain sampling and the weights in the energy's unit (0.1's defaults): the settings these fractions were measured
 # with, under which beta = 0 is behaviour cloning
-BANDIT_FLOWQ = dataclasses.replace(flowq.Config.tiny(), weight_unit="energy",
+BANDIT_FLOWQ = dataclasses.replace(flowq.Config.tiny(), weight_unit="energy", min_ess=None,
                                    policy=dataclasses.replace(flowq.Config.tiny().policy, best_of_n=1))
 BANDIT_RUNS = {
     # label: (agent, agent config, updates); best-mode fractions measured at these settings (seed 0): behaviour
