@@ -4,9 +4,9 @@ The demo (`rl.train.demo`) trains every method for 3000 updates on the multimoda
 per state: the mean reward and the share of actions on the rewarded modes. This trains only the row of `--method`
 (FlowQ by default, with the demo's own overrides: its learning rate, one action per state), once per setting given
 and per seed, and prints the demo's table for each seed and then the mean over seeds per setting. A setting is a
-comma-separated list of agent fields, `temperature=1` or `temperature=3,min_ess=0.5`; `default` adds nothing.
+comma-separated list of agent fields, `temperature=1` or `temperature=1,min_ess=none`; `default` adds nothing.
 
-    python scripts/demo_settings.py default temperature=1 min_ess=0.5 --seeds 0,1,2
+    python scripts/demo_settings.py default temperature=1 min_ess=none --seeds 0,1,2
 """
 
 import argparse

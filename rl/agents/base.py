@@ -9,6 +9,10 @@ An agent module (`rl/agents/<name>.py`) exposes:
 - `RENAMED`: old flat field name -> its new dotted path (`"polyak" -> "critic.tau"`), so that the command line can
   point an old `--agent.polyak` at `--agent.critic.tau`. Paths starting with `data.` left the agent for
   `rl.data.DataConfig`.
+- `ADDED`: dotted path of a field added after runs were made without it -> the value that reproduces those runs
+  (`"min_ess": None` for FlowQ's floor, whose default is 0.5). A run's saved config that lacks the field is read
+  with this value, not today's default, so that resuming or re-evaluating an older run gets the agent it trained;
+  the results ledger matches older runs to today's settings the same way.
 - `State`: one `eqx.Module` pytree holding networks, optimiser states, target networks, the config as a static field
   (so `update`/`act` need nothing else) and `step`, an int32 scalar advanced by one per `update` (the trainer keeps
   it shared, unbatched, across vmapped seeds).
@@ -68,6 +72,7 @@ class AgentModule(Protocol):
     Config: type
     State: type
     RENAMED: dict[str, str]
+    ADDED: dict[str, Any]
 
     def init(self, config: Any, *, obs_dim: int, act_dim: int, key: PRNGKeyArray) -> AgentState: ...
 

@@ -2,14 +2,13 @@
 
 - Critic: IQL's (`rl.agents.critics`), trained on dataset actions only, never on policy samples.
 - Policy: a conditional flow `v(a_t, t, s)` (`rl.agents.policies`) regressed on the energy-guided path of dataset
-  actions, the energy of an action being `E(a; s) = -(min_i Q_target,i(s, a) - V(s)) / scale`, with the
-  new `V` and the target `Q` as it was before the critic's target step (the one its value step regressed on, as
-  IQL's actor). The critic enters without gradient (`jax.lax.stop_gradient`), so the policy loss never trains it.
-  The guided path bends each conditional path `noise -> a_data` along `-grad_a E` with strength `lambda_t`
-  (`lambda_1 = beta`). By default the examples carry IQL's weights `softmax(temperature A)` over the batch, tempered
-  where they would keep less than half of it (`min_ess`; `energyflow.energy_weighted_loss`), so that the flow learns
-  `pi_beta(a | s) exp(temperature A)`; with `weight_unit="energy"` (0.1's) `energyflow.energy_guided_loss` weights
-  by the path's own tilt and the flow learns `pi_beta(a | s) exp(-beta E(a; s))`.
+  actions, `E(a; s) = -(min_i Q_target,i(s, a) - V(s)) / scale` with the new `V` and the target `Q` of before the
+  critic's target step (as IQL's actor), without gradient into the critic. The path bends each conditional path
+  `noise -> a_data` along `-grad_a E` with strength `lambda_t` (`lambda_1 = beta`). By default the examples carry IQL's
+  weights `softmax(temperature A)` over the batch, tempered where they would keep less than half of it (`min_ess`;
+  `energyflow.energy_weighted_loss`), so that the flow learns `pi_beta(a | s) exp(temperature A)` at the temperature
+  the floor leaves; with `weight_unit="energy"` (0.1's) `energyflow.energy_guided_loss` weights by the path's own
+  tilt and the flow learns `pi_beta(a | s) exp(-beta E(a; s))`.
 - Acting: the `energyflow` ODE sampler from noise (10 Heun steps by default), clipped to `[-1, 1]`, the best of 8
   draws by `Q` (`rl.agents.policies.act`).
 
@@ -53,18 +52,8 @@ from .nets import QEnsemble, ValueNetwork, batch_apply, min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
 from .policies import FLOW_AGENT_RENAMED, FlowPolicyConfig, act, init_flow_policy
 
-__all__ = [
-    "RENAMED",
-    "Config",
-    "State",
-    "act",
-    "action_gradient_norm",
-    "guidance_path",
-    "init",
-    "policy_loss",
-    "q_and_action_gradient",
-    "update",
-]
+__all__ = ["ADDED", "RENAMED", "Config", "State", "act", "action_gradient_norm", "guidance_path", "init", "policy_loss",
+           "q_and_action_gradient", "update"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +81,11 @@ class Config:
     # example's time, which under-tilts; see docs/efm-vs-guided.md)
     weight_at: Literal["endpoint", "t"] = "endpoint"
     # the unit of the endpoint weights: "q": softmax(temperature A), IQL's unit, and beta then only bends the paths
-    # between noise and data (with sigma_min = 0 the flow still ends exactly at pi_beta exp(temperature A),
-    # `energyflow.energy_weighted_loss`); "energy": softmax(-beta E) = softmax(beta A / scale), the guided path's own
-    # tilt, so beta sets both. The energy unit was the default of 0.1: on the medium datasets its weights came out
-    # flat (0.7-0.9 per unit of Q at beta = 3, effective sample size 0.55-0.85 of the batch against IQL's 0.05-0.27),
-    # and walker2d-medium went 22 -> 76 at 30k updates with the q unit (docs/study.md, flowq-weights and flowq-tuned)
+    # between noise and data (with sigma_min = 0 the flow still ends at pi_beta exp(temperature A) where min_ess does
+    # not bind, `energyflow.energy_weighted_loss`); "energy": softmax(-beta E) = softmax(beta A / scale), the guided
+    # path's own tilt, so beta sets both. The energy unit was the default of 0.1: on the medium datasets its weights
+    # came out flat (0.7-0.9 per unit of Q at beta = 3, effective sample size 0.55-0.85 of the batch against IQL's
+    # 0.05-0.27), and walker2d-medium went 22 -> 76 at 30k updates with the q unit (docs/study.md, flowq-weights)
     weight_unit: Literal["energy", "q"] = "q"
     # inverse temperature of the endpoint weights per unit of the (reward-scaled) Q, with weight_unit="q" (IQL's 3;
     # 10 lost hopper and halfcheetah in the screens, 1 and 5 were no better)
@@ -205,6 +194,9 @@ RENAMED: dict[str, str] = {
     "schedule_power": "lambda_power",
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
+ADDED: dict[str, object] = {"policy.noise": 1.0, "weight_unit": "energy", "temperature": 3.0, "max_weight": None,
+                            "uphill_step": 0.0, "weight_baseline": "value", "resample": None, "min_ess": None}
+"""Fields added since 0.1 -> the value that reproduces the runs made before them (`rl.agents.base`)."""
 
 
 class State(eqx.Module):

@@ -38,6 +38,7 @@ from .nets import batch_apply, min_q, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
 
 __all__ = [
+    "ADDED",
     "RENAMED",
     "Config",
     "GaussianPolicy",
@@ -146,6 +147,8 @@ RENAMED: dict[str, str] = {
     "reward_bias": "data.reward_bias",
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
+ADDED: dict[str, object] = {"policy.best_of_n": 1, "policy.noise": 1.0, "min_ess": None}
+"""Fields added since 0.1 -> the value that reproduces the runs made before them (`rl.agents.base`)."""
 
 
 class GaussianPolicy(eqx.Module):

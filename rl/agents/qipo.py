@@ -49,7 +49,7 @@ from .policies import FLOW_AGENT_RENAMED, FlowPolicyConfig, act, init_flow_polic
 from .qipo_pool import Pool, empty_pool, pool_indices, take_rows, write_pool
 
 __all__ = [
-    "RENAMED", "Config", "Pool", "State", "act", "improvement_loss", "init", "support_weights", "update", "write_pool"
+    "ADDED", "RENAMED", "Config", "Pool", "State", "act", "improvement_loss", "init", "support_weights", "update", "write_pool"
 ]
 
 
@@ -135,6 +135,8 @@ RENAMED: dict[str, str] = {
     "critic": "critic_loss",
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
+ADDED: dict[str, object] = {"policy.noise": 1.0}
+"""Fields added since 0.1 -> the value that reproduces the runs made before them (`rl.agents.base`)."""
 
 
 class State(eqx.Module):

@@ -6,8 +6,9 @@ setting is the resolved config (agent, dataset, agent config, loop and data conf
 a run executes but not what it computes (`EXECUTION_FIELDS`). An entry covers the cells `(dataset, agent, steps,
 seed)` of its seeds for exactly that setting, as the run recorded it: when a default changes or a field is added to a
 config, the runs made before stop counting (they are listed on the page as other runs). The exception are the fields
-of `NEUTRAL_ADDITIONS`, options added later whose listed value reproduces exactly what runs did before the option
-existed: a recorded config without one is read with that value, so adding such an option keeps the ledger.
+of `NEUTRAL_ADDITIONS` (each agent module's `ADDED`), options added later whose listed value reproduces exactly what
+runs did before the option existed: a recorded config without one is read with that value, as `rl.train` reads a run
+directory's, so adding such an option keeps the ledger.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rl.agents import AGENTS, get_agent
 from rl.train.config import RunConfig, load_run_config
+from rl.train.fields import with_added
 from rl.train.summary import SUMMARY_FILE, SUMMARY_VERSION
 
 from .grid import Grid
@@ -49,34 +52,17 @@ LEDGER = Path("results") / "ledger"
 EXECUTION_FIELDS = ("checkpoint_every", "updates_per_call", "data_parallel", "progress", "verbose")
 
 
-NEUTRAL_ADDITIONS: dict[str, dict[str, Any]] = {
-    # agent -> dotted agent-config field -> the value that reproduces the runs made before the field existed
-    "flowq": {"policy.noise": 1.0, "weight_unit": "energy", "temperature": 3.0, "max_weight": None,
-              "uphill_step": 0.0, "weight_baseline": "value", "resample": None,
-              "min_ess": None},
-    "qipo": {"policy.noise": 1.0},
-    "iql": {"policy.best_of_n": 1, "policy.noise": 1.0, "min_ess": None},
-}
-"""Fields added to the agents' configs with a value that changes nothing for the runs made before them (plain
-sampling, the energy-unit weights, IQL's mean action; `temperature` is read only with `weight_unit="q"`; no cap on
-FlowQ's weights; no uphill step; FlowQ's weights relative to V; IQL's draws at the fitted standard deviation; FlowQ's
-weighted batch rather than one drawn by its weights, at its temperature whatever the effective sample size, and IQL's
-weights likewise)."""
+NEUTRAL_ADDITIONS: dict[str, dict[str, Any]] = {name: dict(get_agent(name).ADDED) for name in AGENTS}
+"""Agent -> dotted agent-config field -> the value that reproduces the runs made before the field existed (the agent
+modules' `ADDED`: plain sampling, the energy-unit weights, IQL's mean action; `temperature` is read only with
+`weight_unit="q"`; no cap on FlowQ's weights; no uphill step; FlowQ's weights relative to V; IQL's draws at the fitted
+standard deviation; FlowQ's weighted batch rather than one drawn by its weights, at its temperature whatever the
+effective sample size, and IQL's weights likewise)."""
 
 
 def _with_additions(agent: Any, agent_config: Any) -> Any:
     """The recorded agent config with the `NEUTRAL_ADDITIONS` it lacks filled in."""
-    if not isinstance(agent_config, dict):
-        return agent_config
-    out = json.loads(json.dumps(agent_config))
-    for name, value in NEUTRAL_ADDITIONS.get(agent, {}).items():
-        *parents, leaf = name.split(".")
-        node = out
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf not in node:
-            node[leaf] = value
-    return out
+    return with_added(agent_config, NEUTRAL_ADDITIONS.get(agent, {}))
 
 
 def _setting(config: dict[str, Any]) -> dict[str, Any]:

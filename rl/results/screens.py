@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from . import grid as grids
 from .grid import NAMESPACE, Grid
 
-__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "GRID", "GRID_MEDIUM_EXPERT", "MEDIUM_EXPERT", "OTHER_KINDS", "SCREENS",
-           "WALKER", "Screen", "Screening", "Variant"]
+__all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "FIRST", "GRID", "GRID_MEDIUM_EXPERT", "MEDIUM_EXPERT", "OTHER_KINDS",
+           "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -141,7 +141,8 @@ GRID = Screening(envs=grids.ENVS, kinds=KINDS, seeds=grids.SEEDS, steps=grids.ST
 """The results grid's protocol (`rl.results.grid.Grid`'s defaults) on its medium datasets: the act screens re-evaluate
 its runs."""
 OTHER_KINDS = dataclasses.replace(GRID, kinds=("medium-replay", "medium-expert"))
-"""The results grid's protocol on its other datasets: the act screens there re-evaluate its runs at today's defaults."""
+"""The results grid's protocol on its other datasets: the act screens there re-evaluate its runs (FlowQ's at the study's
+first defaults, `FIRST`)."""
 EULER = {"agent.policy.solver": "euler"}
 """FlowQ's acting before Heun's method became its default (the screens run then keep their runs)."""
 FIRST = grids.FIRST_DEFAULTS["flowq"]
@@ -177,13 +178,14 @@ SCREENS: tuple[Screen, ...] = (
              "there? Or best-of-8 among narrower draws (noise 0.5), which stay closer to the data the critic has "
              "seen?" + (" Or one deterministic action per state (noise 0: the flow's image of the origin), which "
                         "cannot switch between the behaviour's modes from one step to the next?" if agent != "iql"
-                        else "") + " (on the results grid's runs at today's defaults)",
+                        else "") + " (on the results grid's runs at "
+             + ("the study's first defaults, before FlowQ's floor)" if agent == "flowq" else "today's defaults)"),
              (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
               *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else [])),
              protocol=OTHER_KINDS, grid_runs=True, baseline=FIRST if agent == "flowq" else {})
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "
-           "three new seeds? (Its default is today's: Heun, best-of-8.)",
+           "three new seeds? (Its default is the study's first: Heun, best-of-8, no floor.)",
            (DEFAULT, _act("euler", solver="euler")),
            protocol=dataclasses.replace(GRID, envs=("hopper",), seeds=(3, 4, 5)), baseline=FIRST),
     Screen("flowq-weights", "flowq", "FlowQ: in which unit should the endpoint weights be taken, and how sharp "

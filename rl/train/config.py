@@ -16,7 +16,7 @@ import numpy as np
 from rl.agents import AGENTS, get_agent
 from rl.data import DataConfig
 
-from .fields import config_from_dict, config_to_dict, convert_value
+from .fields import config_from_dict, config_to_dict, convert_value, with_added
 from .sweep import Member, members_of, parse_sweep
 
 __all__ = [
@@ -151,7 +151,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Inverse of `to_dict`; unknown or missing keys are errors (a `history` list is allowed and ignored)."""
+        """Inverse of `to_dict`; unknown or missing keys are errors (a `history` list is allowed and ignored). An agent
+        config that lacks fields added since the run was made gets the values that reproduce it (its agent's `ADDED`),
+        other missing fields their defaults."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a run config must be a JSON object, got {type(data).__name__}.")
         expected = {"version", "agent", "dataset", "seeds", "agent_config", "train", "data"}
@@ -170,7 +172,8 @@ class RunConfig:
             agent=agent,
             dataset=convert_value(data["dataset"], str, "dataset"),
             seeds=convert_value(data["seeds"], tuple[int, ...], "seeds"),
-            agent_config=config_from_dict(get_agent(agent).Config, data["agent_config"]),
+            agent_config=config_from_dict(get_agent(agent).Config, with_added(data["agent_config"],
+                                                                               get_agent(agent).ADDED)),
             train=config_from_dict(TrainConfig, data["train"]),
             data=config_from_dict(DataConfig, data["data"]),
             sweep=_sweep_from_json(data.get("sweep", {})),

@@ -14,6 +14,7 @@ none of them reads a saved JSON back with the same rules, so a second mechanism 
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ __all__ = [
     "describe_options",
     "dotted_fields",
     "field_docs",
+    "with_added",
 ]
 
 
@@ -194,6 +196,23 @@ def config_from_dict(cls: type, data: Mapping[str, Any], *, where: str | None = 
         return cls(**kwargs)
     except TypeError as e:
         raise ValueError(f"{where}: {e}") from None
+
+
+def with_added(data: Any, added: Mapping[str, Any]) -> Any:
+    """A copy of a config dict read from JSON with the fields of `added` it lacks filled in (dotted paths into its
+    nested dicts; an agent module's `ADDED`): the values that reproduce what a run did before those fields existed.
+    Anything but a dict comes back as it is, for `config_from_dict` to refuse."""
+    if not isinstance(data, Mapping):
+        return data
+    out = json.loads(json.dumps(data))
+    for name, value in added.items():
+        *parents, leaf = name.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = value
+    return out
 
 
 def apply_overrides(

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rl.agents import AGENTS, get_agent
+from rl.agents import AGENTS, flowq, get_agent
 from rl.data import Transitions
+from rl.train.config import RunConfig
+from rl.train.fields import apply_overrides
 
 OBS_DIM, ACT_DIM, BATCH = 5, 2, 32
 UPDATES, MORE = 3, 2
@@ -74,7 +76,7 @@ def test_registry_gives_modules_with_the_contract():
     assert len(set(AGENTS)) == len(AGENTS)
     for name in AGENTS:
         module = get_agent(name)
-        for attr in ("Config", "RENAMED", "State", "init", "update", "act"):
+        for attr in ("Config", "RENAMED", "ADDED", "State", "init", "update", "act"):
             assert hasattr(module, attr), (name, attr)
         assert dataclasses.is_dataclass(module.Config) and module.Config.__dataclass_params__.frozen, name
         assert issubclass(module.State, eqx.Module), name
@@ -134,7 +136,7 @@ def test_checkpoint_and_resume_continue_bit_for_bit(trained, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Configs: RENAMED and tiny()
+# Configs: RENAMED, ADDED and tiny()
 
 
 def _fields(config, prefix: str = "") -> dict[str, object]:
@@ -163,6 +165,35 @@ def test_renamed_targets_exist(name):
         assert old not in fields or dataclasses.is_dataclass(fields[old]), (name, old)
     # reward transforms belong to the data layer
     assert not any(path.rsplit(".", 1)[-1] in ("reward_scale", "reward_bias") for path in fields), name
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_added_fields_exist_and_give_a_valid_older_agent(name):
+    module = get_agent(name)
+    fields = _fields(module.Config())
+    assert isinstance(module.ADDED, dict), name
+    for path in module.ADDED:
+        assert path in fields and not dataclasses.is_dataclass(fields[path]), (name, path)
+    # all of them at once are the agent as it was before the first of them: a valid config
+    older = apply_overrides(module.Config(), {k: "none" if v is None else str(v) for k, v in module.ADDED.items()},
+                            prefix="agent")
+    assert {path: _fields(older)[path] for path in module.ADDED} == module.ADDED, name
+
+
+def test_a_run_saved_before_a_field_existed_is_read_with_the_value_it_ran_with():
+    """A run directory's config.json written before `min_ess` (FlowQ's floor, default 0.5) and `weight_unit` existed
+    is read as the agent it trained (no floor, energy-unit weights), not with today's defaults, so that resuming or
+    re-evaluating it gets the same agent; a field it does record keeps its recorded value."""
+    saved = RunConfig(agent="flowq", dataset="builtin/bandit-multimodal-v0", seeds=(0,),
+                      agent_config=flowq.Config(weight_unit="energy", min_ess=None, beta=3.0)).to_dict()
+    assert flowq.Config().min_ess == 0.5 and flowq.Config().weight_unit == "q"
+    del saved["agent_config"]["min_ess"], saved["agent_config"]["weight_unit"]
+    read = RunConfig.from_dict(saved).agent_config
+    assert (read.min_ess, read.weight_unit, read.beta) == (None, "energy", 3.0)
+    saved["agent_config"]["weight_unit"] = "q"
+    assert RunConfig.from_dict(saved).agent_config.min_ess is None  # a q-unit run from before the floor
+    saved["agent_config"]["min_ess"] = 0.25
+    assert RunConfig.from_dict(saved).agent_config.min_ess == 0.25
 
 
 @pytest.mark.parametrize("name", AGENTS)
