@@ -49,7 +49,8 @@ from .policies import FLOW_AGENT_RENAMED, FlowPolicyConfig, act, init_flow_polic
 from .qipo_pool import Pool, empty_pool, pool_indices, take_rows, write_pool
 
 __all__ = [
-    "ADDED", "RENAMED", "Config", "Pool", "State", "act", "improvement_loss", "init", "support_weights", "update", "write_pool"
+    "ADDED", "RENAMED", "Config", "Pool", "State", "act", "improvement_loss", "init", "support_weights", "update",
+    "write_pool",
 ]
 
 
