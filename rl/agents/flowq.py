@@ -114,10 +114,11 @@ class Config:
     # a floor on the endpoint weights' effective sample size (weight_unit="q"), as a fraction of the batch: a batch
     # whose weights softmax(temperature A) would leave fewer effective examples is weighted at the lower temperature
     # that leaves exactly this many (`energyflow.tempered_beta`). temperature is then the sharpest tilt, taken where
-    # the advantages spread little (the bandits), and the floor keeps enough of the batch in the regression where they
-    # spread a lot (medium-expert at temperature 3: 0.05-0.17 of the batch). Half the batch by evidence: at the
-    # grid's budget it lifted walker2d-medium-expert from 22.8 to 84.8 and lost no dataset (docs/study.md,
-    # flowq-temperature and flowq-temperature-other). None: off, the weights at temperature whatever they keep
+    # the advantages spread little (hopper-medium), and the floor keeps enough of the batch in the regression where
+    # they spread a lot (walker2d-medium-expert at temperature 3: 0.05-0.17 of the batch). Half the batch by evidence:
+    # at the grid's budget it lifted walker2d-medium-expert from 22.8 to 84.8 and halfcheetah-medium-expert from 7.3
+    # to 26.6, and where it seldom binds the seeds decide (docs/study.md, flowq-temperature and
+    # flowq-temperature-other). None: off, the weights at temperature whatever they keep
     min_ess: float | None = 0.5
     # width of the conditional paths at t = 1 (CondOTScheduler's sigma_min). With sigma_min > 0 each guided conditional
     # ends at N(a + beta sigma_min^2 grad_a Q / scale, sigma_min^2): a step uphill on Q, but the flow learns the
