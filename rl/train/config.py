@@ -168,12 +168,12 @@ class RunConfig:
         agent = data["agent"]
         if agent not in AGENTS:
             raise ValueError(f"unknown agent {agent!r} in run config; expected one of {', '.join(AGENTS)}.")
+        module = get_agent(agent)
         return cls(
             agent=agent,
             dataset=convert_value(data["dataset"], str, "dataset"),
             seeds=convert_value(data["seeds"], tuple[int, ...], "seeds"),
-            agent_config=config_from_dict(get_agent(agent).Config, with_added(data["agent_config"],
-                                                                               get_agent(agent).ADDED)),
+            agent_config=config_from_dict(module.Config, with_added(data["agent_config"], module.ADDED)),
             train=config_from_dict(TrainConfig, data["train"]),
             data=config_from_dict(DataConfig, data["data"]),
             sweep=_sweep_from_json(data.get("sweep", {})),
