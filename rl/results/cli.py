@@ -256,6 +256,17 @@ def _study(args: argparse.Namespace, _: object) -> int:
         args, screening, screens)
 
 
+def _reproduces(summary: dict, entry: ledger.Entry) -> bool:
+    """Whether a run summary is the entry's own (the ledger copies it verbatim) or a retraining that reproduces it:
+    the same setting, seeds and budget, and bit for bit the same final score on every seed (training is
+    deterministic, so the checkpoints are the entry's)."""
+    if summary == entry.summary:
+        return True
+    return (summary["agent"] == entry.agent and ledger.setting_hash(summary["config"]) == entry.setting
+            and tuple(summary["budget"]["seeds"]) == entry.seeds and int(summary["budget"]["steps"]) == entry.steps
+            and summary["final"]["score"] == entry.summary["final"]["score"])
+
+
 def _find_run(entry: ledger.Entry, grid: grids.Grid, runs: Path) -> Path | None:
     """The run directory (with a checkpoint) under `runs` behind a ledger entry, or None when it is gone."""
     from rl.train.checkpoint import has_checkpoint
@@ -265,7 +276,7 @@ def _find_run(entry: ledger.Entry, grid: grids.Grid, runs: Path) -> Path | None:
     roots = [runs, *([GRID_RUNS] if runs != GRID_RUNS else [])]  # the act screens re-evaluate the grid's own runs
     for run_dir in [*(r / name for r in roots), *sorted(p.parent for r in roots for p in r.glob(f"*/{SUMMARY_FILE}"))]:
         try:
-            same = json.loads((run_dir / SUMMARY_FILE).read_text()) == entry.summary  # the ledger copies verbatim
+            same = _reproduces(json.loads((run_dir / SUMMARY_FILE).read_text()), entry)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if same and has_checkpoint(run_dir):
@@ -282,7 +293,8 @@ def _base_runs(x: study.Reevaluation, screening: study.Screening, runs: Path) ->
         maker = "python -m rl.results run makes them" if x.screen.grid_runs else "study run trains them first"
         return found, f"waiting for the runs of {base!r} ({maker})"
     if gone:
-        return found, f"the run directory of {', '.join(gone)} is gone (runs/ is not committed): retrain {base!r}"
+        return found, (f"the run directory of {', '.join(gone)} is gone (runs/ is not committed): retrain {base!r} "
+                       "(a retraining counts once its final scores match the ledger's)")
     return found, f"re-evaluate the final checkpoints of {base!r}" + " (its result is of another base)" * x.stale
 
 

@@ -160,8 +160,36 @@ def test_missing_lists_a_variant_until_the_ledger_holds_it(tmp_path, monkeypatch
         add_entry(tmp_path, SCREEN, DEFAULT, d, [45.0, 47.0])
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "  default: complete" in out and "is gone (runs/ is not committed): retrain 'default'" in out
+    assert "  default: complete" in out
+    assert "is gone (runs/ is not committed): retrain 'default' (a retraining counts once its final scores" in out
     assert "0 training runs and 2 re-evaluations missing" in out
+
+
+def test_a_retrained_run_stands_for_its_entry_only_if_it_reproduces_the_final_scores(tmp_path):
+    """The run directory behind a ledger entry is gone (runs/ is not committed); a retraining of the same setting
+    and seeds stands in for it when its final scores are the entry's bit for bit, whatever else its summary says
+    (when and how long it ran); another final score, seed set or setting does not."""
+    path = add_entry(tmp_path, SCREEN, DEFAULT, HOPPER, [45.25, 47.5], run_dir=tmp_path / "gone")
+    entry = next(e for e in ledger.load(tmp_path / "ledger") if e.path == path)
+    grid = SCREEN.grid(DEFAULT, PROTOCOL)
+    (tmp_path / "gone" / SUMMARY_FILE).unlink()
+    runs = tmp_path / "runs"
+    assert cli._find_run(entry, grid, runs) is None
+
+    def retrained(name, change):
+        summary = json.loads(json.dumps(entry.summary))
+        summary.update(finished="2026-12-07T03:00:00Z", wall_time_s=75.5, code_version="y")
+        change(summary)
+        (runs / name).mkdir(parents=True)
+        (runs / name / SUMMARY_FILE).write_text(dumps(summary))
+        (runs / name / "checkpoint.eqx").write_bytes(b"")
+        return runs / name
+
+    retrained("a-other-score", lambda s: s["final"]["score"].update({"1": 47.5000001}))
+    retrained("b-other-beta", lambda s: s["config"]["agent_config"].update(beta=10.0))
+    assert cli._find_run(entry, grid, runs) is None
+    same = retrained("c-same", lambda s: None)
+    assert cli._find_run(entry, grid, runs) == same
 
 
 # ----------------------------------------------------------------------------- the page
