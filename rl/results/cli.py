@@ -323,9 +323,9 @@ def _study_missing(args: argparse.Namespace, screening: study.Screening, screens
                 print(f"    {study._short(x.dataset)}: {what}")
                 for e in {e.path.name: e for e in x.entries.values()}.values() if x.ready(screening) else []:
                     run_dir = found[e.path.name]
-                    cmd = (_evaluate_command(run_dir, v, s.screening(screening)) if run_dir is not None else grid.command(
-                        e.dataset, e.agent, e.steps, e.seeds, args.runs / ledger.Missing(
-                            e.dataset, e.agent, e.steps, e.seeds).run_name(grid)))
+                    retrain = args.runs / ledger.Missing(e.dataset, e.agent, e.steps, e.seeds).run_name(grid)
+                    cmd = (_evaluate_command(run_dir, v, s.screening(screening)) if run_dir is not None
+                           else grid.command(e.dataset, e.agent, e.steps, e.seeds, retrain))
                     print(f"      {grids.shown(cmd)}")
             evaluations += len(items)
     print(f"{len(runs)} training run{'s' * (len(runs) != 1)} and {evaluations} re-evaluation"
