@@ -1,7 +1,9 @@
 """`python -m rl.results`: make the datasets, fill the ledger a sitting at a time, and write the results page.
 
     python -m rl.results datasets --kinds medium   # make results/<env>/medium-v0 with rl.collect (behaviour policies)
-    python -m rl.results datasets                  # all three D4RL kinds (medium-replay trains SAC: slow)
+    python -m rl.results datasets                  # all three D4RL kinds (medium-replay trains SAC: slow); each
+                                                   # dataset is checked against the fingerprint the ledger's runs of it
+                                                   # recorded (datasets are remade on every machine, never committed)
     python -m rl.results missing                   # the grid's cells the ledger lacks, with the run behind each
     python -m rl.results run --limit 2             # run (or resume) the first two missing runs, then add them
     python -m rl.results add runs/some-run         # copy a finished run's summary.json into results/ledger/
@@ -66,7 +68,8 @@ def _parser() -> Parser:
     grid.add_argument("--final-eval-episodes", type=int, default=50)
     p = Parser(prog=_PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    d = sub.add_parser("datasets", parents=[g], help="make the grid's datasets with rl.collect")
+    d = sub.add_parser("datasets", parents=[g], help="make the grid's datasets with rl.collect, and check them against "
+                       "the ledger's fingerprints")
     d.add_argument("--policies", type=Path, default=Path("..") / "shared" / "policies",
                    help="directory of the behaviour policies <env>-medium.npz, <env>-expert.npz (default %(default)s)")
     a = sub.add_parser("add", help="copy finished runs' summaries into the ledger")
@@ -135,20 +138,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _datasets(args: argparse.Namespace, _: object) -> int:
+    """Make each dataset that is not on this machine, then check each against the ledger's runs (1: one differs)."""
     from rl.data import resolve_dataset_path
 
+    entries, differ = ledger.load(args.ledger), 0
     for env in args.envs:
         for kind in args.kinds:
             for dataset, cmd in _recipe(env, kind, args.namespace, args.policies):
                 if resolve_dataset_path(dataset) is not None:
                     print(f"{dataset}: present")
-                    continue
-                if kind == "medium-replay":
-                    print(f"{dataset}: SAC trains online until its evaluations reach a D4RL score of 40 (hours on a "
-                          "CPU); its whole replay buffer becomes the dataset.", flush=True)
-                print("$", grids.shown(cmd), flush=True)
-                subprocess.run(cmd, check=True)
-    return 0
+                else:
+                    if kind == "medium-replay":
+                        print(f"{dataset}: SAC trains online until its evaluations reach a D4RL score of 40 (10-40 min "
+                              "on a 2-core CPU); its whole replay buffer becomes the dataset.", flush=True)
+                    print("$", grids.shown(cmd), flush=True)
+                    subprocess.run(cmd, check=True)
+                same, message = check_fingerprint(dataset, entries)
+                print(f"{dataset}: {message}", flush=True)
+                differ += not same
+    return 1 if differ else 0
+
+
+def check_fingerprint(dataset: str, entries: Sequence[ledger.Entry]) -> tuple[bool, str]:
+    """Whether the dataset on this machine holds the transitions the ledger's runs of it trained on, and what was found.
+
+    Datasets are not committed: each machine remakes them from their recipes, and a run only counts beside the
+    ledger's if it trains on the same transitions (`rl.train.summary.dataset_fingerprint`, which every run records).
+    """
+    from rl.data import load_named
+    from rl.train.summary import dataset_fingerprint
+
+    recorded = {e.summary["dataset"].get("fingerprint") for e in entries if e.dataset == dataset} - {None}
+    if not recorded:
+        return True, "no run in the ledger records its fingerprint; nothing to check"
+    found = dataset_fingerprint(load_named(dataset))
+    runs = sum(e.dataset == dataset for e in entries)
+    if found in recorded:
+        return True, f"fingerprint {found[:19]}, as the ledger's runs of it ({runs})"
+    return False, (f"fingerprint {found[:19]} differs from the one the ledger's runs trained on "
+                   f"({', '.join(sorted(f[:19] for f in recorded))}): runs on it would not be comparable with "
+                   "theirs. Remake it with the same library versions as the recorded recipe's, or start a new "
+                   "namespace (--namespace).")
 
 
 def _recipe(env: str, kind: str, namespace: str, policies: Path) -> list[tuple[str, list[str]]]:

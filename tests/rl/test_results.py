@@ -279,6 +279,38 @@ def test_an_empty_ledger_gives_a_page_that_lists_the_whole_grid(tmp_path):
     assert "- walker2d-medium × QIPO: seeds 0, 1, 2" in page and not list((tmp_path / "img").glob("*.png"))
 
 
+def test_datasets_checks_each_dataset_against_the_ledger_s_fingerprint(tmp_path, tiny_hopper, capsys):
+    """Datasets are remade on every machine; `datasets` says whether this machine's transitions are the ones the
+    ledger's runs trained on, and exits 1 where they are not."""
+    from rl.collect import write_dataset
+    from rl.data import load_named
+    from rl.results.cli import check_fingerprint
+    from rl.train.summary import dataset_fingerprint
+
+    dataset = "fptest/hopper/medium-v0"  # present on this machine: `datasets` makes nothing
+    write_dataset(dataset, tiny_hopper[1], "rltest/HopperShort-v5", {"recipe": "random", "seed": 3})  # conftest's
+    here = dataset_fingerprint(load_named(dataset))
+    grid = dataclasses.replace(GRID, namespace="fptest", envs=("hopper",), agents=("iql",))
+    args = ["datasets", "--envs", "hopper", "--kinds", "medium", "--namespace", "fptest", "--ledger",
+            str(tmp_path / "ledger")]
+    assert cli.main(args) == 0
+    assert "no run in the ledger records its fingerprint" in capsys.readouterr().out
+
+    made = fake_summary(dataset, "iql", (0, 1, 2), [40.0, 41.0, 42.0], grid=grid)  # recorded on other transitions
+    ledger.add(put(tmp_path, "other", made), tmp_path / "ledger")
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert f"fingerprint {here[:19]} differs from the one the ledger's runs trained on (sha256:abababababab)" in out
+
+    made["dataset"]["fingerprint"] = here
+    ledger.add(put(tmp_path, "same", made), tmp_path / "ledger", replace=True)
+    assert cli.main(args) == 0
+    assert f"fingerprint {here[:19]}, as the ledger's runs of it (1)" in capsys.readouterr().out
+    entry = ledger.load(tmp_path / "ledger")[0]
+    assert check_fingerprint("fptest/hopper/expert-v0", [entry]) == (
+        True, "no run in the ledger records its fingerprint; nothing to check")
+
+
 def test_dataset_recipes_follow_d4rl():
     """medium-expert is made from medium and expert (made first), each a behaviour policy with noise 0.1."""
     from pathlib import Path
