@@ -10,6 +10,8 @@
     python -m rl.results report                    # docs/results.md and docs/img/results-*.png, from the ledger alone
     python -m rl.results study missing             # the screens' runs and re-evaluations still to do (rl.results.study)
     python -m rl.results study run --limit 2       # train two of them (and add them), then the re-evaluations
+                                                   # (a base run whose directory is gone is trained again
+                                                   # first, and counts if it reproduces the ledger's scores)
     python -m rl.results study report              # docs/study.md and docs/img/study-*.png, from what is committed
 
 The grid options (`--envs`, `--kinds`, `--agents`, `--seeds`, `--steps`, the evaluation protocol and any trailing
@@ -228,9 +230,22 @@ def _execute(cmd: list[str]) -> int:
     return subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode
 
 
+def _train(grid: grids.Grid, m: ledger.Missing, run_dir: Path) -> int:
+    """Train one run of the grid into `run_dir`, or resume it from its last checkpoint; the exit status."""
+    from rl.train.checkpoint import has_checkpoint
+
+    if has_checkpoint(run_dir):
+        cmd = [sys.executable, "-m", "rl.train", "--resume", str(run_dir), "--steps", str(m.steps), "--no-progress"]
+    else:
+        if run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+            shutil.rmtree(run_dir)
+        cmd = grid.command(m.dataset, m.agent, m.steps, m.seeds, run_dir)
+    print("$", grids.shown(cmd), flush=True)
+    return _execute(cmd)
+
+
 def _run(args: argparse.Namespace, grid: grids.Grid) -> int:
     from rl.data import get_task, resolve_dataset_path
-    from rl.train.checkpoint import has_checkpoint
     from rl.train.summary import SUMMARY_FILE
 
     gaps = ledger.missing(grid, ledger.load(args.ledger))
@@ -244,16 +259,8 @@ def _run(args: argparse.Namespace, grid: grids.Grid) -> int:
             continue
         run_dir = args.runs / m.run_name(grid)
         if not (run_dir / SUMMARY_FILE).is_file():
-            if has_checkpoint(run_dir):
-                cmd = [sys.executable, "-m", "rl.train", "--resume", str(run_dir), "--steps", str(m.steps),
-                       "--no-progress"]
-            else:
-                if run_dir.exists():  # stopped before its first checkpoint: nothing to keep
-                    shutil.rmtree(run_dir)
-                cmd = grid.command(m.dataset, m.agent, m.steps, m.seeds, run_dir)
-            print("$", grids.shown(cmd), flush=True)
             done += 1
-            code = _execute(cmd)
+            code = _train(grid, m, run_dir)
             if code != 0:
                 print(f"{run_dir}: exit status {code}; not added.", flush=True)
                 failed += 1
@@ -324,7 +331,7 @@ def _base_runs(x: study.Reevaluation, screening: study.Screening, runs: Path) ->
         return found, f"waiting for the runs of {base!r} ({maker})"
     if gone:
         return found, (f"the run directory of {', '.join(gone)} is gone (runs/ is not committed): retrain {base!r} "
-                       "(a retraining counts once its final scores match the ledger's)")
+                       "(study run does; a retraining counts once its final scores match the ledger's)")
     return found, f"re-evaluate the final checkpoints of {base!r}" + " (its result is of another base)" * x.stale
 
 
@@ -363,8 +370,9 @@ def _study_missing(args: argparse.Namespace, screening: study.Screening, screens
     return 0
 
 
-def _study_train(args: argparse.Namespace, screening: study.Screening, screens: Sequence[study.Screen]) -> int:
-    """Train the screens' missing runs in order, each through `_run` (which adds it); returns how many failed."""
+def _study_train(args: argparse.Namespace, screening: study.Screening,
+                 screens: Sequence[study.Screen]) -> tuple[int, int]:
+    """Train the screens' missing runs in order, each through `_run` (which adds it); how many failed, how many ran."""
     import dataclasses
 
     from rl.data import get_task, resolve_dataset_path
@@ -390,21 +398,46 @@ def _study_train(args: argparse.Namespace, screening: study.Screening, screens: 
                         continue
                     if args.limit is not None and done >= args.limit:
                         print(f"stopping after {done} training run{'s' * (done != 1)} (--limit); next: {where}.")
-                        return failed
+                        return failed, done
                     print(f"{where}, seeds {', '.join(map(str, m.seeds))}", flush=True)
                     done += not (args.runs / m.run_name(grid) / SUMMARY_FILE).is_file()
                     failed += _run(argparse.Namespace(ledger=args.ledger, runs=args.runs, limit=None), grid) != 0
+    return failed, done
+
+
+def _retrain(x: study.Reevaluation, screening: study.Screening, found: dict[str, Path | None], runs: Path) -> int:
+    """Train again, under `runs`, the base runs of a re-evaluation whose run directories are gone; how many failed."""
+    grid, failed = x.screen.grid(x.variant, screening), 0
+    for e in {e.path.name: e for e in x.entries.values() if found[e.path.name] is None}.values():
+        m = ledger.Missing(e.dataset, e.agent, e.steps, e.seeds)
+        failed += _train(grid, m, runs / m.run_name(grid)) != 0
     return failed
 
 
 def _study_run(args: argparse.Namespace, screening: study.Screening, screens: Sequence[study.Screen]) -> int:
-    """The missing training runs, then the re-evaluations whose base runs are at hand; 1 if anything failed."""
-    failed = _study_train(args, screening, screens)
+    """The missing training runs, then the re-evaluations: each base run whose directory is gone is trained again
+    first (within `--limit`), and counts once it reproduces the ledger's final scores; 1 if anything failed."""
+    failed, done = _study_train(args, screening, screens)
     for s in screens:
         for x in study.pending(s, screening, ledger.load(args.ledger), study.load_results(args.study)):
             found, what = _base_runs(x, screening, args.runs)
             where = f"{s.name}, {x.variant.label}: {study._short(x.dataset)}"
-            print(f"{where}: {what}", flush=True)
+            gone = sum(r is None for r in found.values())
+            if x.ready(screening) and gone:
+                if args.limit is not None and done >= args.limit:
+                    print(f"{where}: {what}; not now (--limit)", flush=True)
+                    continue
+                print(f"{where}: {what}", flush=True)
+                done += gone
+                failed += _retrain(x, screening, found, args.runs)
+                found, _ = _base_runs(x, screening, args.runs)
+                if None in found.values():
+                    print(f"{where}: the retrained run's final scores are not the ledger's, so its checkpoints are "
+                          "not the ones the ledger scored; not re-evaluated.", flush=True)
+                    failed += 1
+                    continue
+            else:
+                print(f"{where}: {what}", flush=True)
             if x.ready(screening) and None not in found.values():
                 try:
                     print(f"{where}: wrote {_reevaluate(x, screening, found, args.study)}", flush=True)

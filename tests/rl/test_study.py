@@ -161,7 +161,7 @@ def test_missing_lists_a_variant_until_the_ledger_holds_it(tmp_path, monkeypatch
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "  default: complete" in out
-    assert "is gone (runs/ is not committed): retrain 'default' (a retraining counts once its final scores" in out
+    assert "is gone (runs/ is not committed): retrain 'default' (study run does; a retraining counts" in out
     assert "0 training runs and 2 re-evaluations missing" in out
 
 
@@ -367,6 +367,32 @@ def test_a_re_evaluation_that_is_not_the_one_asked_for_fails(tmp_path, monkeypat
     assert cli.main(["study", "run", *options(tmp_path)]) == 1
     assert len(commands) == 2 and "is not the one asked for" in capsys.readouterr().out
     assert not (tmp_path / "study").exists()
+
+
+def test_run_retrains_a_gone_base_and_re_evaluates_it_only_if_it_reproduces(tmp_path, monkeypatch, capsys):
+    """The base runs are in the ledger but their directories are gone: `study run` trains each again (within
+    `--limit`) and re-evaluates it when its final scores are the ledger's; where they are not, it says so, writes
+    nothing and exits 1."""
+    import shutil
+
+    monkeypatch.setattr(study, "SCREENS", (ACT,))
+    for d, finals in ((HOPPER, [45.0, 46.0]), (CHEETAH, [40.0, 41.0])):  # the fake training gives 45.0, 46.0
+        add_entry(tmp_path, ACT, DEFAULT, d, finals, run_dir=tmp_path / "gone" / d.replace("/", "-"))
+    shutil.rmtree(tmp_path / "gone")
+    commands = []
+    monkeypatch.setattr(cli, "_execute", fake_processes(tmp_path, commands))
+    args = ["study", "run", *options(tmp_path)]
+    assert cli.main([*args, "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert [c[3] for c in commands] == ["--agent", "--evaluate"] and "hopper" in commands[0][6]
+    assert "halfcheetah-medium: the run directory of" in out and "; not now (--limit)" in out
+    assert study.result_path(tmp_path / "study", ACT, NOISE, HOPPER).is_file()
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert [c[3] for c in commands] == ["--agent", "--evaluate", "--agent"]  # retrained, not re-evaluated
+    assert "the retrained run's final scores are not the ledger's" in out
+    assert not study.result_path(tmp_path / "study", ACT, NOISE, CHEETAH).exists()
+    assert len(ledger.load(tmp_path / "ledger")) == 2  # the ledger keeps its own entries
 
 
 def test_a_screen_of_the_grid_s_own_runs_never_trains_them(tmp_path, monkeypatch, capsys):
