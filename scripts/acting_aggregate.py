@@ -30,16 +30,11 @@ import numpy as np
 
 from rl.results import ledger, stats
 from rl.results.grid import FORMER_DEFAULTS, KINDS, Grid
-from rl.results.report import cells
+from rl.results.report import _short, cells
 from rl.results.study import load_results
 
 STUDY_SCREEN = "iql-act-kinds"
 """The screen whose `plain` variant re-evaluates the grid's IQL runs off the medium datasets by the mean action."""
-
-
-def _short(dataset: str) -> str:
-    env, kind = dataset.split("/")[-2:]
-    return f"{env}-{kind.removesuffix('-v0')}"
 
 
 def grid_scores(grid: Grid, entries: list, agent: str, steps: int) -> dict[str, dict[int, float]]:

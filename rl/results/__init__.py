@@ -1,6 +1,7 @@
 """The results ledger and the results page: what was measured, kept small, and reported with honest intervals.
 
 - `rl.results.grid`: the page's grid (datasets × agents × seeds at a budget) and the exact run of each cell;
+- `rl.results.datasets`: the grid's datasets as `rl.collect` recipes, checked against the ledger's fingerprints;
 - `rl.results.ledger`: run summaries (`RUN_DIR/summary.json`, see `rl.train.summary`) kept under `results/ledger/`,
   and which cells they cover;
 - `rl.results.stats`: IQM, mean, stratified-bootstrap intervals and performance profiles (with `rliable`);

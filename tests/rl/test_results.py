@@ -284,7 +284,7 @@ def test_datasets_checks_each_dataset_against_the_ledger_s_fingerprint(tmp_path,
     ledger's runs trained on, and exits 1 where they are not."""
     from rl.collect import write_dataset
     from rl.data import load_named
-    from rl.results.cli import check_fingerprint
+    from rl.results.datasets import check_fingerprint
     from rl.train.summary import dataset_fingerprint
 
     dataset = "fptest/hopper/medium-v0"  # present on this machine: `datasets` makes nothing
@@ -315,7 +315,7 @@ def test_dataset_recipes_follow_d4rl():
     """medium-expert is made from medium and expert (made first), each a behaviour policy with noise 0.1."""
     from pathlib import Path
 
-    from rl.results.cli import _recipe
+    from rl.results.datasets import recipe as _recipe
 
     steps = _recipe("hopper", "medium-expert", "results", Path("policies"))
     assert [d for d, _ in steps] == ["results/hopper/medium-v0", "results/hopper/expert-v0",
