@@ -30,7 +30,7 @@ import numpy as np
 
 from rl.results import ledger, stats
 from rl.results.grid import FORMER_DEFAULTS, KINDS, Grid
-from rl.results.report import _short, cells
+from rl.results.report import cells, short_name
 from rl.results.study import load_results
 
 STUDY_SCREEN = "iql-act-kinds"
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---" * (len(columns) + 1) + "|")
     for d in grid.datasets():
         row = [f"{np.mean(list(c[d].values())):.1f}" if d in c else "–" for c in columns.values()]
-        print(f"| {_short(d)} | {' | '.join(row)} |")
+        print(f"| {short_name(d)} | {' | '.join(row)} |")
     print()
 
     for flow in ("FlowQ", "QIPO"):
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         if not shared:
             print(f"{flow}: no dataset where it and every IQL column have scores.")
             continue
-        print(f"{flow} over {len(shared)} datasets ({', '.join(_short(d) for d in shared)}):")
+        print(f"{flow} over {len(shared)} datasets ({', '.join(short_name(d) for d in shared)}):")
         m = {}
         for name in (*list(columns)[:3], flow):
             seeds = sorted(set.intersection(*(set(columns[name][d]) for d in shared)))

@@ -288,7 +288,7 @@ def _study_missing(args: argparse.Namespace, screening: study.Screening, screens
                 root = GRID_RUNS if s.grid_runs else args.runs  # where `rl.results run` would write the grid's runs
                 for m in gaps:
                     cmd = grid.command(m.dataset, m.agent, m.steps, m.seeds, root / m.run_name(grid))
-                    print(f"    {study._short(m.dataset)} seeds {', '.join(map(str, m.seeds))}: {grids.shown(cmd)}")
+                    print(f"    {study.short_name(m.dataset)} seeds {', '.join(map(str, m.seeds))}: {grids.shown(cmd)}")
                 runs |= {m.run_name(grid) for m in gaps}
                 continue
             items = [x for x in study.pending(s, screening, entries, results) if x.variant == v]
@@ -296,7 +296,7 @@ def _study_missing(args: argparse.Namespace, screening: study.Screening, screens
                   + (f"{len(items)} missing from {args.study}" if items else "complete"))
             for x in items:
                 found, what = _base_runs(x, screening, args.runs)
-                print(f"    {study._short(x.dataset)}: {what}")
+                print(f"    {study.short_name(x.dataset)}: {what}")
                 for e in {e.path.name: e for e in x.entries.values()}.values() if x.ready(screening) else []:
                     run_dir = found[e.path.name]
                     retrain = args.runs / ledger.Missing(e.dataset, e.agent, e.steps, e.seeds).run_name(grid)
@@ -331,7 +331,7 @@ def _study_train(args: argparse.Namespace, screening: study.Screening,
             for env, kind in ((env, kind) for env in own.envs for kind in own.kinds):
                 grid = dataclasses.replace(s.grid(v, screening), envs=(env,), kinds=(kind,))  # at most one run
                 for m in ledger.missing(grid, ledger.load(args.ledger)):  # read anew: variants may share runs
-                    where = f"{s.name}, {v.label}: {study._short(m.dataset)}"
+                    where = f"{s.name}, {v.label}: {study.short_name(m.dataset)}"
                     if get_task(m.dataset) is None and resolve_dataset_path(m.dataset) is None:
                         print(f"{where}: {m.dataset} is not on this machine (python -m rl.results datasets); skipped.")
                         continue
@@ -360,7 +360,7 @@ def _study_run(args: argparse.Namespace, screening: study.Screening, screens: Se
     for s in screens:
         for x in study.pending(s, screening, ledger.load(args.ledger), study.load_results(args.study)):
             found, what = _base_runs(x, screening, args.runs)
-            where = f"{s.name}, {x.variant.label}: {study._short(x.dataset)}"
+            where = f"{s.name}, {x.variant.label}: {study.short_name(x.dataset)}"
             gone = sum(r is None for r in found.values())
             if x.ready(screening) and gone:
                 if args.limit is not None and done >= args.limit:

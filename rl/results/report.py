@@ -21,7 +21,7 @@ from . import figures, stats
 from .grid import ERAS, Era, Grid, dataset_id
 from .ledger import Entry, budgets, coverage, missing, other_entries
 
-__all__ = ["Cell", "cells", "render", "write_report"]
+__all__ = ["Cell", "cells", "render", "short_name", "write_report"]
 
 NAMES = {"iql": "IQL", "flowq": "FlowQ", "qipo": "QIPO"}
 HISTORY = """## History
@@ -96,7 +96,8 @@ def _budget(steps: int) -> str:
     return str(steps)
 
 
-def _short(dataset: str) -> str:
+def short_name(dataset: str) -> str:
+    """A dataset's name as the tables print it: `results/hopper/medium-v0` -> `hopper-medium`."""
     parts = dataset.split("/")
     return f"{parts[-2]}-{parts[-1].removesuffix('-v0')}" if len(parts) >= 2 else dataset
 
@@ -141,14 +142,14 @@ def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: 
     for d in grid.datasets():
         data = _behaviour(entries, d)
         row = [_ms(found[(d, a)].final()) if (d, a) in found else "—" for a in grid.agents]
-        lines.append(f"| {_short(d)} | {'—' if data is None else f'{data:.1f}'} | " + " | ".join(row) + " |")
+        lines.append(f"| {short_name(d)} | {'—' if data is None else f'{data:.1f}'} | " + " | ".join(row) + " |")
     lines += ["", "Final score: the mean normalised return over the final evaluation's episodes; mean ± standard "
               "deviation (ddof 0) over seeds. Each dataset's rows, with every seed and the protocol:", ""]
     for d in grid.datasets():
         rows = [found[(d, a)] for a in grid.agents if (d, a) in found]
         if not rows:
             continue
-        lines += [f"**{_short(d)}** (`{d}`)", "",
+        lines += [f"**{short_name(d)}** (`{d}`)", "",
                   "| agent | final score | per seed | last three evaluations | protocol |", "|---|---|---|---|---|"]
         for c in rows:
             per_seed = ", ".join(f"{x:.1f}" for x in c.final())
@@ -160,7 +161,7 @@ def _section(grid: Grid, entries: Sequence[Entry], steps: int, img: Path, link: 
         scores = _matrices(grid, found, datasets)
         agg = stats.aggregates(scores, reps=reps)
         runs = {k: v.size for k, v in scores.items()}
-        over = f"{len(datasets)} dataset{'s' * (len(datasets) != 1)} ({', '.join(_short(d) for d in datasets)})"
+        over = f"{len(datasets)} dataset{'s' * (len(datasets) != 1)} ({', '.join(short_name(d) for d in datasets)})"
         lines += ["### Aggregate", "", f"Over {over} × "
                   "seeds; 95% stratified-bootstrap confidence intervals (seeds resampled within each dataset, "
                   f"{reps} resamples):", "", "| agent | IQM | mean | runs |", "|---|---|---|---|"]
@@ -222,9 +223,9 @@ def _runs_table(found: dict[tuple[str, str], Cell]) -> list[str]:
         for e in {id(e): e for e in c.entries.values()}.values():
             m = e.summary.get("machine", {})
             machine = f"{m.get('device_kind', '?')}, {m.get('cpu_count', '?')} CPUs"
-            lines.append(f"| {_short(c.dataset)} | {NAMES.get(c.agent, c.agent)} | {', '.join(map(str, e.seeds))} | "
-                         f"{e.summary.get('wall_time_s', 0) / 60:.0f} | {machine} | {e.summary.get('code_version')} | "
-                         f"`{e.path.name}` |")
+            lines.append(f"| {short_name(c.dataset)} | {NAMES.get(c.agent, c.agent)} | "
+                         f"{', '.join(map(str, e.seeds))} | {e.summary.get('wall_time_s', 0) / 60:.0f} | {machine} | "
+                         f"{e.summary.get('code_version')} | `{e.path.name}` |")
     return lines + [""]
 
 
@@ -235,7 +236,7 @@ def _missing(grid: Grid, entries: Sequence[Entry], steps: int) -> list[str]:
     command = shlex.join(["python", "-m", "rl.results", "run", *grid.options(steps=steps)])
     lines = ["### Missing", "", f"Cells of the grid the ledger lacks at this budget (`{command}` runs them, one run "
              "per line below, and adds each to the ledger):", ""]
-    lines += [f"- {_short(m.dataset)} × {NAMES.get(m.agent, m.agent)}: seeds {', '.join(map(str, m.seeds))}"
+    lines += [f"- {short_name(m.dataset)} × {NAMES.get(m.agent, m.agent)}: seeds {', '.join(map(str, m.seeds))}"
               for m in gaps]
     return lines + [""]
 
@@ -248,8 +249,8 @@ def _others(rest: Sequence[Entry]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for e in rest:
         finals = ", ".join(f"{x:.1f}" for x in (e.final(s) for s in e.seeds) if x is not None)
-        lines.append(f"| `{e.path.name}` | {_short(e.dataset)} | {NAMES.get(e.agent, e.agent)} | {_budget(e.steps)} | "
-                     f"{finals} | {e.setting} |")
+        lines.append(f"| `{e.path.name}` | {short_name(e.dataset)} | {NAMES.get(e.agent, e.agent)} | "
+                     f"{_budget(e.steps)} | {finals} | {e.setting} |")
     return lines + [""]
 
 
@@ -283,7 +284,7 @@ def render(grid: Grid, entries: Sequence[Entry], img: Path, *, link: str = "img"
     lines = ["# Results", "",
              "*This page is written by `python -m rl.results report` from the ledger in `results/ledger/` alone "
              f"({len(entries)} run summaries); `python -m rl.results missing` lists what it lacks.*", "",
-             f"The grid: {', '.join(_short(d) for d in grid.datasets())} × "
+             f"The grid: {', '.join(short_name(d) for d in grid.datasets())} × "
              f"{', '.join(NAMES.get(a, a) for a in grid.agents)}; {protocol}. Scores are D4RL-normalised returns "
              "(0 = random policy, 100 = expert). Every agent runs at its `Config` defaults with the per-dataset "
              f"settings of `rl.results.grid.DATASET_SETTINGS`{_overrides(grid)} and IQL's reward scaling "

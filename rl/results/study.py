@@ -27,7 +27,7 @@ from rl.train.fields import apply_overrides, config_to_dict
 from . import ledger
 from .figures import _pyplot, _save
 from .ledger import Entry
-from .report import NAMES, Cell, _budget, _ms, _short
+from .report import NAMES, Cell, _budget, _ms, short_name
 from .screens import ACT_SETTINGS, DEFAULT, ENVS, GRID, SCREENS, STEPS, Screen, Screening, Variant
 
 __all__ = [
@@ -98,7 +98,7 @@ def select(names: Sequence[str] | None, screens: Sequence[Screen] | None = None)
 
 def result_path(study_dir: Path, screen: Screen, variant: Variant, dataset: str) -> Path:
     """Where an evaluation-only variant's result on a dataset is kept."""
-    return Path(study_dir) / f"{screen.name}__{variant.slug}__{_short(dataset)}.json"
+    return Path(study_dir) / f"{screen.name}__{variant.slug}__{short_name(dataset)}.json"
 
 
 def load_results(study_dir: Path = STUDY) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -223,8 +223,9 @@ def _values(screen: Screen, screening: Screening, entries: Sequence[Entry],
 
 def _table(screen: Screen, datasets: list[str], found: Mapping[tuple[str, str], tuple]) -> list[str]:
     """Variants × datasets: final score (mean ± std, per seed), last three evaluations, difference from the first."""
-    lines = ["| variant | settings | " + " | ".join(f"{_short(d)}: final (per seed) | last 3 | Δ" for d in datasets)
-             + " |", "|---|---|" + "---|---|---|" * len(datasets)]
+    lines = ["| variant | settings | "
+             + " | ".join(f"{short_name(d)}: final (per seed) | last 3 | Δ" for d in datasets) + " |",
+             "|---|---|" + "---|---|---|" * len(datasets)]
     ref = screen.variants[0].label
     for v in screen.variants:
         row = [v.label, " ".join(f"`--{k}={val}`" for k, val in v.overrides.items())
@@ -255,7 +256,7 @@ def _figure(screen: Screen, datasets: list[str], found: Mapping[tuple[str, str],
                     ax.axhline(final.mean(), ls="--", lw=0.8, color="0.5")
         ax.set_xticks(range(n), [v.label for v in screen.variants], rotation=35, ha="right", fontsize=8)
         ax.set_xlim(-0.6, n - 0.4)
-        ax.set_title(_short(d), fontsize=9)
+        ax.set_title(short_name(d), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("final score")
     fig.tight_layout()
@@ -267,10 +268,11 @@ def _missing(screens: Sequence[Screen], screening: Screening, entries: Sequence[
     """The page's last section: the runs and re-evaluations the screens lack."""
     lines = []
     for s in screens:
-        lines += [f"- {s.name}, {v.label}: {_short(m.dataset)} seeds {', '.join(map(str, m.seeds))}"
+        lines += [f"- {s.name}, {v.label}: {short_name(m.dataset)} seeds {', '.join(map(str, m.seeds))}"
                   for v in s.variants if v.trained for m in ledger.missing(s.grid(v, screening), entries)]
-        lines += [f"- {s.name}, {x.variant.label}: {_short(x.dataset)}, re-evaluation of {x.variant.evaluate_from!r}"
-                  + " (its result is of another base)" * x.stale for x in pending(s, screening, entries, results)]
+        lines += [f"- {s.name}, {x.variant.label}: {short_name(x.dataset)}, "
+                  f"re-evaluation of {x.variant.evaluate_from!r}" + " (its result is of another base)" * x.stale
+                  for x in pending(s, screening, entries, results)]
     command = " ".join(["python -m rl.results study run", *screening.options()])
     return ["## Missing", "", *([f"What the ledger and `results/study/` lack (`{command}` runs it):", "", *lines]
                                 if lines else ["Every screen is complete."]), ""]
@@ -285,7 +287,7 @@ def render(screens: Sequence[Screen], screening: Screening, entries: Sequence[En
         "*This page is written by `python -m rl.results study report` from the ledger in `results/ledger/` and the "
         "re-evaluations in `results/study/` alone; `python -m rl.results study missing` lists what it lacks.*", "",
         f"Each screen asks one question about one agent and compares a few variants of its settings on "
-        f"{', '.join(map(_short, datasets))}, seeds {', '.join(map(str, screening.seeds))}, "
+        f"{', '.join(map(short_name, datasets))}, seeds {', '.join(map(str, screening.seeds))}, "
         f"{_budget(screening.steps)} updates per seed, evaluated every {_budget(screening.eval_every)} updates on "
         f"{screening.eval_episodes} episodes and at the end on {screening.final_eval_episodes} (the final score, "
         f"D4RL-normalised). These are screens, with a short budget and {len(screening.seeds)} seeds, for choosing "
@@ -302,7 +304,7 @@ def render(screens: Sequence[Screen], screening: Screening, entries: Sequence[En
         lines += [f"## {s.name}: {NAMES.get(s.agent, s.agent)}", "", s.question, ""]
         if own is not None:
             datasets = own.datasets()
-            lines += [f"*Protocol of this screen*: {', '.join(map(_short, datasets))}, seeds "
+            lines += [f"*Protocol of this screen*: {', '.join(map(short_name, datasets))}, seeds "
                       f"{', '.join(map(str, own.seeds))}, {_budget(own.steps)} updates per seed, final score on "
                       f"{own.final_eval_episodes} episodes"
                       + (": the results grid's own runs." if s.grid_runs else "."), ""]
