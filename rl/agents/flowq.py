@@ -196,7 +196,8 @@ RENAMED: dict[str, str] = {
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
 ADDED: dict[str, object] = {"policy.noise": 1.0, "weight_unit": "energy", "temperature": 3.0, "max_weight": None,
-                            "uphill_step": 0.0, "weight_baseline": "value", "resample": None, "min_ess": None}
+                            "uphill_step": 0.0, "weight_baseline": "value", "resample": None, "min_ess": None,
+                            "policy.selection": "max"}
 """Fields added since 0.1 -> the value that reproduces the runs made before them (`rl.agents.base`)."""
 
 

@@ -34,7 +34,7 @@ from rl.data import Transitions
 
 from .base import Scalar, above, at_least, between, check_init, network_rules, optional, validate
 from .critics import IQLCritic, IQLCriticConfig, data_q_target, init_iql_critic, update_iql_critic
-from .nets import batch_apply, min_q, state_values
+from .nets import Selection, batch_apply, choose, min_q, q_values, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
 
 __all__ = [
@@ -79,6 +79,9 @@ class GaussianPolicyConfig:
     # scale of the draws' standard deviation in best-of-N (N(mean, (noise * std)^2)): 1 draws from the fitted
     # Gaussian; below 1 the candidates stay closer to the mean, where the critic has seen data. Training never scales
     noise: float = 1.0
+    # how best-of-N chooses: "max" keeps the candidate of highest min Q; "agreed" keeps it only where every critic
+    # rates it above the mean action's highest estimate (the twin critics agree the gain is real), else the mean
+    selection: Selection = "max"
 
     def __post_init__(self):
         validate(
@@ -147,7 +150,7 @@ RENAMED: dict[str, str] = {
     "reward_bias": "data.reward_bias",
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
-ADDED: dict[str, object] = {"policy.best_of_n": 1, "policy.noise": 1.0, "min_ess": None}
+ADDED: dict[str, object] = {"policy.best_of_n": 1, "policy.noise": 1.0, "min_ess": None, "policy.selection": "max"}
 """Fields added since 0.1 -> the value that reproduces the runs made before them (`rl.agents.base`)."""
 
 
@@ -302,7 +305,8 @@ def update(state: State, batch: Transitions, *, key: PRNGKeyArray) -> tuple[Stat
 def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> Float[Array, "n act_dim"]:
     """The mean action `tanh(MLP(s))` for each state (deterministic; `key` is unused), or with
     `policy.best_of_n = N > 1` the one of highest `min_i Q_i(s, a)` (online critic) among the mean and `N - 1` draws
-    of the Gaussian (its standard deviation scaled by `policy.noise`), each clipped to `[-1, 1]`."""
+    of the Gaussian (its standard deviation scaled by `policy.noise`), each clipped to `[-1, 1]`; with
+    `policy.selection = "agreed"`, a draw replaces the mean only where every critic rates it above the mean."""
     config = state.config.policy
     means = jnp.clip(state.policy.means(obs), -1.0, 1.0)
     if config.best_of_n == 1:
@@ -312,5 +316,6 @@ def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> F
     draws = means[:, None, :] + std[None, None, :] * jax.random.normal(key, (n, config.best_of_n - 1, dim))
     candidates = jnp.concatenate([means[:, None, :], jnp.clip(draws, -1.0, 1.0)], axis=1)
     flat = candidates.reshape(n * config.best_of_n, dim)
-    scores = min_q(state.critic.q, jnp.repeat(obs, config.best_of_n, axis=0), flat).reshape(n, config.best_of_n)
-    return jnp.take_along_axis(candidates, jnp.argmax(scores, axis=-1)[:, None, None], axis=1)[:, 0, :]
+    values = q_values(state.critic.q, jnp.repeat(obs, config.best_of_n, axis=0), flat)
+    chosen = choose(values.reshape(n, config.best_of_n, -1), config.selection)
+    return jnp.take_along_axis(candidates, chosen[:, None, None], axis=1)[:, 0, :]

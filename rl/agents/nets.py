@@ -20,8 +20,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 __all__ = [
-    "LayerNormMLP", "QEnsemble", "ValueNetwork", "batch_apply", "min_q", "mlp", "q_values", "state_values"
+    "SELECTIONS", "LayerNormMLP", "QEnsemble", "Selection", "ValueNetwork", "batch_apply", "choose", "min_q", "mlp",
+    "q_values", "state_values",
 ]
+
+Selection = Literal["max", "agreed"]
+SELECTIONS: tuple[Selection, ...] = ("max", "agreed")
 
 
 class LayerNormMLP(eqx.Module):
@@ -157,6 +161,24 @@ def q_values(
 def min_q(q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n act_dim"]) -> Float[Array, " n"]:
     """The pessimistic value `min_i Q_i(s, a)` for a batch: `[n]`."""
     return jnp.min(q_values(q, obs, action), axis=-1)
+
+
+def choose(values: Float[Array, "n count num_q"], selection: Selection = "max") -> Array:
+    """Which of `count` candidate actions per state best-of-N keeps, from every critic's value of each: `[n]` indices.
+
+    `"max"` keeps the candidate of highest `min_i Q_i`. `"agreed"` keeps it only where the ensemble agrees that it
+    beats the first candidate (the plain action: IQL's mean, the flow's first draw), that is where its lowest
+    estimate exceeds the first candidate's highest; elsewhere the first. The spread of the members is the critic's
+    own measure of doubt, so the gain of choosing is taken only where it is larger than that doubt.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    low = jnp.min(values, axis=-1)
+    best = jnp.argmax(low, axis=-1)
+    if selection == "max":
+        return best
+    sure = jnp.take_along_axis(low, best[:, None], axis=1)[:, 0] > jnp.max(values[:, 0], axis=-1)
+    return jnp.where(sure, best, 0)
 
 
 def state_values(value: ValueNetwork, obs: Float[Array, "n obs_dim"]) -> Float[Array, " n"]:

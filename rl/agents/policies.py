@@ -3,7 +3,8 @@
 The policy is a conditional flow: a velocity field `v(a_t, t, s)` (`energyflow.MLPVelocity`) that carries noise
 `a_0 ~ N(0, I)` at `t = 0` to an action `a_1` at `t = 1`, given the state `s`. Acting integrates that ODE with the
 `energyflow` sampler (`sample_steps` steps of `solver`), clips to `[-1, 1]` and, with `best_of_n > 1`, keeps the
-best of `N` draws by `min_i Q_i(s, a)`. How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
+best of `N` draws by `min_i Q_i(s, a)` (`selection="agreed"`: only where the critics agree that it beats the first
+draw). How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
 """
 
 import dataclasses
@@ -18,7 +19,7 @@ from energyflow import MLPVelocity
 from energyflow import sample as flow_sample
 
 from .base import Scalar, at_least, network_rules, validate
-from .nets import QEnsemble, min_q
+from .nets import QEnsemble, Selection, choose, q_values
 
 __all__ = [
     "FLOW_AGENT_RENAMED",
@@ -53,6 +54,9 @@ class FlowPolicyConfig:
     # scale of the starting noise a_0 ~ noise * N(0, I) when acting: 1 samples the flow; 0 gives one deterministic
     # action per state (the image of the origin); in between a narrower draw. Training draws are never scaled
     noise: float = 1.0
+    # how best-of-N chooses: "max" keeps the candidate of highest min Q; "agreed" keeps it only where every critic
+    # rates it above the first draw's highest estimate (the twin critics agree the gain is real), else the first draw
+    selection: Selection = "max"
 
     def __post_init__(self):
         validate(
@@ -111,20 +115,23 @@ def sample_action_sets(
 
 def best_of_n(
     propose: Callable[[PRNGKeyArray, Float[Array, "m obs_dim"]], Float[Array, "m act_dim"]],
-    score: Callable[[Float[Array, "m obs_dim"], Float[Array, "m act_dim"]], Float[Array, " m"]],
+    score: Callable[[Float[Array, "m obs_dim"], Float[Array, "m act_dim"]], Float[Array, "m *members"]],
     obs: Float[Array, "n obs_dim"],
     *,
     num_candidates: int,
     key: PRNGKeyArray,
+    selection: Selection = "max",
 ) -> Float[Array, "n act_dim"]:
-    """Draw `num_candidates` actions per state with `propose(key, obs)` and keep the one with the highest `score`.
+    """Draw `num_candidates` actions per state with `propose(key, obs)` and keep the best by `score`.
 
     Args:
         propose: batched proposal, e.g. `sample_flow_actions` bound to a policy.
-        score: batched score of `(obs, action)` pairs, e.g. `min_q` bound to a critic.
+        score: batched score of `(obs, action)` pairs, `[m]`, or every critic's, `[m, num_q]` (e.g. `q_values` bound
+            to a critic), of which the lowest counts.
         obs: the states, `[n, obs_dim]`.
         num_candidates: `N`; with 1 this is just `propose`.
         key: randomness of the proposals.
+        selection: `"max"` or `"agreed"` (`rl.agents.nets.choose`).
 
     Returns:
         The chosen actions, `[n, act_dim]`.
@@ -134,10 +141,11 @@ def best_of_n(
     n = obs.shape[0]
     repeated = jnp.repeat(obs, num_candidates, axis=0)
     candidates = propose(key, repeated)
-    scores = score(repeated, candidates).reshape(n, num_candidates)
-    best = jnp.argmax(scores, axis=-1)
+    scores = score(repeated, candidates)
+    values = scores.reshape(n, num_candidates, -1)
+    chosen = choose(values, selection)
     candidates = candidates.reshape(n, num_candidates, -1)
-    return jnp.take_along_axis(candidates, best[:, None, None], axis=1)[:, 0, :]
+    return jnp.take_along_axis(candidates, chosen[:, None, None], axis=1)[:, 0, :]
 
 
 class _HasQ(Protocol):
@@ -162,7 +170,8 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
     scaled by `policy.noise`), in `[-1, 1]`.
 
     With `policy.best_of_n = N > 1`, `N` actions are drawn per state and the one with the highest `min_i Q_i(s, a)`
-    of the online critic is kept.
+    of the online critic is kept (with `policy.selection = "agreed"`, only where every critic rates it above the
+    first draw; elsewhere the first draw).
 
     Args:
         state: a FlowQ or QIPO state.
@@ -180,9 +189,9 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
         )
 
     def score(s, a):
-        return min_q(state.critic.q, s, a)
+        return q_values(state.critic.q, s, a)
 
-    return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key)
+    return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key, selection=config.selection)
 
 
 FLOW_AGENT_RENAMED: dict[str, str] = {

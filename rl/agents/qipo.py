@@ -136,7 +136,7 @@ RENAMED: dict[str, str] = {
     "critic": "critic_loss",
 }
 """Old flat `Config` field -> its new dotted path (`data.` paths moved to `rl.data.DataConfig`)."""
-ADDED: dict[str, object] = {"policy.noise": 1.0}
+ADDED: dict[str, object] = {"policy.noise": 1.0, "policy.selection": "max"}
 """Fields added since 0.1 -> the value that reproduces the runs made before them (`rl.agents.base`)."""
 
 

@@ -29,7 +29,8 @@ EVAL_EVERY = 10_000
 EVAL_EPISODES = 10
 FINAL_EVAL_EPISODES = 20
 # the settings that change only how a trained agent acts (evaluation-only variants may set nothing else)
-ACT_SETTINGS = ("agent.policy.noise", "agent.policy.best_of_n", "agent.policy.sample_steps", "agent.policy.solver")
+ACT_SETTINGS = ("agent.policy.noise", "agent.policy.best_of_n", "agent.policy.sample_steps", "agent.policy.solver",
+                "agent.policy.selection")
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,13 @@ SCREENS: tuple[Screen, ...] = (
              "there? Or best-of-8 among narrower draws (noise 0.5), which stay closer to the data the critic has "
              "seen?" + (" Or one deterministic action per state (noise 0: the flow's image of the origin), which "
                         "cannot switch between the behaviour's modes from one step to the next?" if agent != "iql"
-                        else "") + " (on the results grid's runs at "
+                        else "") + " Or best-of-8 only where the twin critics agree that the best candidate "
+             "beats the plain action (its lower estimate above the plain action's higher), the plain action elsewhere?"
+             " (on the results grid's runs at "
              + ("the study's first defaults, before FlowQ's floor)" if agent == "flowq" else "today's defaults)"),
              (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
-              *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else [])),
+              *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else []),
+              _act("best-of-8, agreed", selection="agreed")),
              protocol=OTHER_KINDS, grid_runs=True, baseline=FIRST if agent == "flowq" else {})
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "

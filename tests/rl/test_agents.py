@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import energyflow
 from energyflow import energy_guided_loss, energy_weighted_loss, tempered_beta
@@ -37,9 +39,19 @@ from rl.agents.critics import (
     value_loss,
 )
 from rl.agents.iql import GaussianPolicyConfig
-from rl.agents.nets import LayerNormMLP, QEnsemble, ValueNetwork, batch_apply, min_q, mlp, q_values, state_values
+from rl.agents.nets import (
+    LayerNormMLP,
+    QEnsemble,
+    ValueNetwork,
+    batch_apply,
+    choose,
+    min_q,
+    mlp,
+    q_values,
+    state_values,
+)
 from rl.agents.optim import apply_gradients, make_optimizer, polyak_update
-from rl.agents.policies import FlowPolicyConfig, best_of_n
+from rl.agents.policies import FlowPolicyConfig, best_of_n, sample_flow_actions
 from rl.data import Transitions
 
 OBS_DIM, ACT_DIM, BATCH = 3, 2, 32
@@ -346,6 +358,41 @@ def test_best_of_n_keeps_the_highest_score():
     candidates = propose(jax.random.key(13), jnp.repeat(obs, 64, axis=0)).reshape(3, 64, ACT_DIM)
     best = jnp.max(-jnp.sum((candidates - 0.3) ** 2, axis=-1), axis=-1)
     np.testing.assert_allclose(score(obs, chosen), best, rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-5.0, 5.0, width=32), min_size=2 * 4 * 3, max_size=2 * 4 * 3))
+def test_choose_agreed_takes_the_best_only_where_every_critic_beats_the_first(flat):
+    values = jnp.asarray(flat, dtype=jnp.float32).reshape(2, 4, 3)  # 2 states, 4 candidates, 3 critics
+    low, first_high = np.min(values, axis=-1), np.max(values[:, 0], axis=-1)
+    best = np.argmax(low, axis=-1)
+    np.testing.assert_array_equal(choose(values, "max"), best)
+    agreed = np.asarray(choose(values, "agreed"))
+    sure = low[np.arange(2), best] > first_high
+    np.testing.assert_array_equal(agreed, np.where(sure, best, 0))
+
+
+def test_best_of_n_agreed_falls_back_to_the_first_draw_where_the_critics_disagree():
+    obs = jnp.zeros((5, OBS_DIM))
+
+    def propose(key, s):
+        return jax.random.uniform(key, (s.shape[0], ACT_DIM), minval=-1, maxval=1)
+
+    def score(s, a):  # member 0 prefers larger first components, member 1 is that plus a wide spread
+        q = a[:, 0]
+        return jnp.stack([q, q + 10.0 * a[:, 1]], axis=-1)
+
+    key = jax.random.key(31)
+    first = propose(key, jnp.repeat(obs, 6, axis=0)).reshape(5, 6, ACT_DIM)[:, 0]
+    greedy = best_of_n(propose, score, obs, num_candidates=6, key=key)
+    agreed = best_of_n(propose, score, obs, num_candidates=6, key=key, selection="agreed")
+    for i in range(5):
+        lo = float(jnp.min(score(None, greedy[i : i + 1])))
+        expected = greedy[i] if lo > float(jnp.max(score(None, first[i : i + 1]))) else first[i]
+        np.testing.assert_array_equal(agreed[i], expected)
+    # a one-column score (a single critic) agrees with itself: agreed is then the plain maximum
+    single = best_of_n(propose, lambda s, a: a[:, 0], obs, num_candidates=6, key=key, selection="agreed")
+    np.testing.assert_array_equal(single, best_of_n(propose, lambda s, a: a[:, 0], obs, num_candidates=6, key=key))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -720,6 +767,15 @@ def test_act_shapes_and_range(trained):
         q_one = min_q(state.critic.q, obs, module.act(state, obs, key=jax.random.key(21)))
         q_best = min_q(state.critic.q, obs, chosen)
         assert float(jnp.mean(q_best)) >= float(jnp.mean(q_one)) - 1e-6
+        # agreed: per state, the same choice where both critics rate it above the first draw, else the first draw
+        agreed = dataclasses.replace(picky, config=dataclasses.replace(
+            picky.config, policy=dataclasses.replace(policy, selection="agreed")))
+        kept = module.act(agreed, obs, key=jax.random.key(20))
+        config = state.config.policy
+        first = sample_flow_actions(state.policy, jnp.repeat(obs, 5, axis=0), key=jax.random.key(20),
+                                    steps=config.sample_steps, solver=config.solver).reshape(7, 5, ACT_DIM)[:, 0]
+        sure = min_q(state.critic.q, obs, chosen) > jnp.max(q_values(state.critic.q, obs, first), axis=-1)
+        np.testing.assert_allclose(kept, jnp.where(sure[:, None], chosen, first), atol=1e-6)
 
 
 def test_act_noise_scales_the_start_of_the_flow(trained):
@@ -778,6 +834,16 @@ def test_iql_best_of_n_keeps_the_mean_or_a_better_draw(trained):
         q_best = min_q(state.critic.q, obs, draws[jnp.arange(9), best])
         expected = jnp.where((q_best > q_mean)[:, None], draws[jnp.arange(9), best], means)
         np.testing.assert_allclose(module.act(with_noise(noise), obs, key=jax.random.key(30)), expected, atol=1e-6)
+    # agreed: a draw replaces the mean only where both critics rate it above the mean's higher estimate (on more
+    # states, so that both cases occur)
+    agreed = dataclasses.replace(picky, config=dataclasses.replace(
+        picky.config, policy=dataclasses.replace(policy, selection="agreed")))
+    obs = 2.0 * jax.random.normal(jax.random.key(31), (200, OBS_DIM))
+    means, chosen = module.act(state, obs, key=jax.random.key(32)), module.act(picky, obs, key=jax.random.key(32))
+    sure = min_q(state.critic.q, obs, chosen) > jnp.max(q_values(state.critic.q, obs, means), axis=-1)
+    assert 0 < int(jnp.sum(sure)) < 200, "the check needs states of both kinds"
+    expected = jnp.where(sure[:, None], chosen, means)
+    np.testing.assert_allclose(module.act(agreed, obs, key=jax.random.key(32)), expected, atol=1e-6)
     with pytest.raises(ValueError, match="needs noise > 0"):
         dataclasses.replace(policy, noise=0.0)
 
