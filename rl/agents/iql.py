@@ -80,7 +80,8 @@ class GaussianPolicyConfig:
     # Gaussian; below 1 the candidates stay closer to the mean, where the critic has seen data. Training never scales
     noise: float = 1.0
     # how best-of-N chooses: "max" keeps the candidate of highest min Q; "agreed" keeps it only where every critic
-    # rates it above the mean action's highest estimate (the twin critics agree the gain is real), else the mean
+    # rates it above the mean action's highest estimate (the twin critics agree the gain is real), else the mean;
+    # "first_above_v" the mean if its min Q reaches V(s), else the first draw that does, else the best
     selection: Selection = "max"
 
     def __post_init__(self):
@@ -306,7 +307,8 @@ def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> F
     """The mean action `tanh(MLP(s))` for each state (deterministic; `key` is unused), or with
     `policy.best_of_n = N > 1` the one of highest `min_i Q_i(s, a)` (online critic) among the mean and `N - 1` draws
     of the Gaussian (its standard deviation scaled by `policy.noise`), each clipped to `[-1, 1]`; with
-    `policy.selection = "agreed"`, a draw replaces the mean only where every critic rates it above the mean."""
+    `policy.selection = "agreed"`, a draw replaces the mean only where every critic rates it above the mean; with
+    `"first_above_v"`, the mean is kept where its `min_i Q_i` reaches `V(s)`, else the first draw that does."""
     config = state.config.policy
     means = jnp.clip(state.policy.means(obs), -1.0, 1.0)
     if config.best_of_n == 1:
@@ -317,5 +319,6 @@ def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> F
     candidates = jnp.concatenate([means[:, None, :], jnp.clip(draws, -1.0, 1.0)], axis=1)
     flat = candidates.reshape(n * config.best_of_n, dim)
     values = q_values(state.critic.q, jnp.repeat(obs, config.best_of_n, axis=0), flat)
-    chosen = choose(values.reshape(n, config.best_of_n, -1), config.selection)
+    value = state_values(state.critic.value, obs) if config.selection == "first_above_v" else None
+    chosen = choose(values.reshape(n, config.best_of_n, -1), config.selection, state_value=value)
     return jnp.take_along_axis(candidates, chosen[:, None, None], axis=1)[:, 0, :]

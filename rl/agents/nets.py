@@ -24,8 +24,8 @@ __all__ = [
     "q_values", "state_values",
 ]
 
-Selection = Literal["max", "agreed"]
-SELECTIONS: tuple[Selection, ...] = ("max", "agreed")
+Selection = Literal["max", "agreed", "first_above_v"]
+SELECTIONS: tuple[Selection, ...] = ("max", "agreed", "first_above_v")
 
 
 class LayerNormMLP(eqx.Module):
@@ -163,13 +163,19 @@ def min_q(q: QEnsemble, obs: Float[Array, "n obs_dim"], action: Float[Array, "n 
     return jnp.min(q_values(q, obs, action), axis=-1)
 
 
-def choose(values: Float[Array, "n count num_q"], selection: Selection = "max") -> Array:
+def choose(
+    values: Float[Array, "n count num_q"], selection: Selection = "max", *, state_value: Float[Array, " n"] | None = None
+) -> Array:
     """Which of `count` candidate actions per state best-of-N keeps, from every critic's value of each: `[n]` indices.
 
-    `"max"` keeps the candidate of highest `min_i Q_i`. `"agreed"` keeps it only where the ensemble agrees that it
-    beats the first candidate (the plain action: IQL's mean, the flow's first draw), that is where its lowest
-    estimate exceeds the first candidate's highest; elsewhere the first. The spread of the members is the critic's
-    own measure of doubt, so the gain of choosing is taken only where it is larger than that doubt.
+    The first candidate is the plain action (IQL's mean, the flow's first draw). `"max"` keeps the candidate of
+    highest `min_i Q_i`. `"agreed"` keeps it only where the ensemble agrees that it beats the first candidate, that
+    is where its lowest estimate exceeds the first candidate's highest; elsewhere the first: the spread of the
+    members is the critic's own measure of doubt, so the gain of choosing is taken only where it is larger than that
+    doubt. `"first_above_v"` keeps the first candidate, in order, whose `min_i Q_i` reaches the state's value
+    `state_value` (`V(s)`, the expectile of Q over the data's actions), and the best by `min_i Q_i` where none does:
+    it rejects the draws the critic rates below the data, without chasing the highest estimate, which is where the
+    critic's errors gather.
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
@@ -177,8 +183,13 @@ def choose(values: Float[Array, "n count num_q"], selection: Selection = "max") 
     best = jnp.argmax(low, axis=-1)
     if selection == "max":
         return best
-    sure = jnp.take_along_axis(low, best[:, None], axis=1)[:, 0] > jnp.max(values[:, 0], axis=-1)
-    return jnp.where(sure, best, 0)
+    if selection == "agreed":
+        sure = jnp.take_along_axis(low, best[:, None], axis=1)[:, 0] > jnp.max(values[:, 0], axis=-1)
+        return jnp.where(sure, best, 0)
+    if state_value is None:
+        raise ValueError("selection='first_above_v' needs the states' values V(s) (a critic with a value network)")
+    reached = low >= state_value[:, None]
+    return jnp.where(jnp.any(reached, axis=-1), jnp.argmax(reached, axis=-1), best)
 
 
 def state_values(value: ValueNetwork, obs: Float[Array, "n obs_dim"]) -> Float[Array, " n"]:

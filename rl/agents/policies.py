@@ -19,7 +19,7 @@ from energyflow import MLPVelocity
 from energyflow import sample as flow_sample
 
 from .base import Scalar, at_least, network_rules, validate
-from .nets import QEnsemble, Selection, choose, q_values
+from .nets import QEnsemble, Selection, ValueNetwork, choose, q_values, state_values
 
 __all__ = [
     "FLOW_AGENT_RENAMED",
@@ -55,7 +55,8 @@ class FlowPolicyConfig:
     # action per state (the image of the origin); in between a narrower draw. Training draws are never scaled
     noise: float = 1.0
     # how best-of-N chooses: "max" keeps the candidate of highest min Q; "agreed" keeps it only where every critic
-    # rates it above the first draw's highest estimate (the twin critics agree the gain is real), else the first draw
+    # rates it above the first draw's highest estimate (the twin critics agree the gain is real), else the first draw;
+    # "first_above_v" the first draw whose min Q reaches V(s), the best where none does (needs an IQL critic)
     selection: Selection = "max"
 
     def __post_init__(self):
@@ -121,6 +122,7 @@ def best_of_n(
     num_candidates: int,
     key: PRNGKeyArray,
     selection: Selection = "max",
+    state_value: Float[Array, " n"] | None = None,
 ) -> Float[Array, "n act_dim"]:
     """Draw `num_candidates` actions per state with `propose(key, obs)` and keep the best by `score`.
 
@@ -131,7 +133,8 @@ def best_of_n(
         obs: the states, `[n, obs_dim]`.
         num_candidates: `N`; with 1 this is just `propose`.
         key: randomness of the proposals.
-        selection: `"max"` or `"agreed"` (`rl.agents.nets.choose`).
+        selection: `"max"`, `"agreed"` or `"first_above_v"` (`rl.agents.nets.choose`).
+        state_value: `V(s)` of each state, `[n]`, which `"first_above_v"` needs.
 
     Returns:
         The chosen actions, `[n, act_dim]`.
@@ -143,13 +146,14 @@ def best_of_n(
     candidates = propose(key, repeated)
     scores = score(repeated, candidates)
     values = scores.reshape(n, num_candidates, -1)
-    chosen = choose(values, selection)
+    chosen = choose(values, selection, state_value=state_value)
     candidates = candidates.reshape(n, num_candidates, -1)
     return jnp.take_along_axis(candidates, chosen[:, None, None], axis=1)[:, 0, :]
 
 
 class _HasQ(Protocol):
     q: QEnsemble
+    value: ValueNetwork  # read only by selection="first_above_v" (an IQL critic has it, QIPO's softmax critic not)
 
 
 class _HasPolicyConfig(Protocol):
@@ -171,7 +175,8 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
 
     With `policy.best_of_n = N > 1`, `N` actions are drawn per state and the one with the highest `min_i Q_i(s, a)`
     of the online critic is kept (with `policy.selection = "agreed"`, only where every critic rates it above the
-    first draw; elsewhere the first draw).
+    first draw; elsewhere the first draw; with `"first_above_v"`, the first draw whose `min_i Q_i` reaches the
+    critic's `V(s)`).
 
     Args:
         state: a FlowQ or QIPO state.
@@ -191,7 +196,9 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
     def score(s, a):
         return q_values(state.critic.q, s, a)
 
-    return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key, selection=config.selection)
+    value = state_values(state.critic.value, obs) if config.selection == "first_above_v" else None
+    return best_of_n(propose, score, obs, num_candidates=config.best_of_n, key=key, selection=config.selection,
+                     state_value=value)
 
 
 FLOW_AGENT_RENAMED: dict[str, str] = {

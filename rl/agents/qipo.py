@@ -113,6 +113,9 @@ class Config:
                 "sigma_min": between(0.0, 1.0, open_hi=True),
             },
         )
+        if self.critic_loss == "softmax" and self.policy.selection == "first_above_v":
+            raise ValueError("policy.selection='first_above_v' needs a state value V(s), which only the IQL critic "
+                             "has: set critic_loss='iql' or another policy.selection")
 
     @classmethod
     def tiny(cls) -> "Config":

@@ -186,13 +186,15 @@ SCREENS: tuple[Screen, ...] = (
                         "cannot switch between the behaviour's modes from one step to the next?" if agent != "iql"
                         else "") + " Or best-of-8 only where the twin critics agree that the best candidate "
              "beats the plain action (its lower estimate above the plain action's higher), the plain action elsewhere?"
-             " Or fewer candidates (best-of-2, best-of-4), a milder choice by the same critic?"
+             " Or fewer candidates (best-of-2, best-of-4), a milder choice by the same critic? Or the first of the "
+             "8 that the critic rates at least as high as the state's value V(s), which rejects the draws it rates "
+             "below the data's without chasing its highest estimate?"
              " (on the results grid's runs at "
              + ("the study's first defaults, before FlowQ's floor)" if agent == "flowq" else "today's defaults)"),
              (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
               *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else []),
               _act("best-of-8, agreed", selection="agreed"), _act("best-of-2", best_of_n="2"),
-              _act("best-of-4", best_of_n="4")),
+              _act("best-of-4", best_of_n="4"), _act("first of 8 above V", selection="first_above_v")),
              protocol=OTHER_KINDS, grid_runs=True, baseline=FIRST if agent == "flowq" else {})
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "

@@ -361,15 +361,26 @@ def test_best_of_n_keeps_the_highest_score():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-5.0, 5.0, width=32), min_size=2 * 4 * 3, max_size=2 * 4 * 3))
-def test_choose_agreed_takes_the_best_only_where_every_critic_beats_the_first(flat):
-    values = jnp.asarray(flat, dtype=jnp.float32).reshape(2, 4, 3)  # 2 states, 4 candidates, 3 critics
+@given(st.lists(st.floats(-5.0, 5.0, width=32), min_size=2 * 4 * 3 + 2, max_size=2 * 4 * 3 + 2))
+def test_choose_by_each_selection_rule(flat):
+    values = jnp.asarray(flat[:24], dtype=jnp.float32).reshape(2, 4, 3)  # 2 states, 4 candidates, 3 critics
+    v = jnp.asarray(flat[24:], dtype=jnp.float32)
     low, first_high = np.min(values, axis=-1), np.max(values[:, 0], axis=-1)
     best = np.argmax(low, axis=-1)
     np.testing.assert_array_equal(choose(values, "max"), best)
-    agreed = np.asarray(choose(values, "agreed"))
+    # agreed: the best only where its lowest estimate beats the first candidate's highest
     sure = low[np.arange(2), best] > first_high
-    np.testing.assert_array_equal(agreed, np.where(sure, best, 0))
+    np.testing.assert_array_equal(choose(values, "agreed"), np.where(sure, best, 0))
+    # first_above_v: the first candidate whose lowest estimate reaches V(s), else the best
+    chosen = np.asarray(choose(values, "first_above_v", state_value=v))
+    for i in range(2):
+        above = [j for j in range(4) if low[i, j] >= float(v[i])]
+        assert chosen[i] == (above[0] if above else best[i])
+
+
+def test_choose_first_above_v_needs_the_state_values():
+    with pytest.raises(ValueError, match="needs the states' values"):
+        choose(jnp.zeros((2, 3, 2)), "first_above_v")
 
 
 def test_best_of_n_agreed_falls_back_to_the_first_draw_where_the_critics_disagree():
@@ -776,6 +787,18 @@ def test_act_shapes_and_range(trained):
                                     steps=config.sample_steps, solver=config.solver).reshape(7, 5, ACT_DIM)[:, 0]
         sure = min_q(state.critic.q, obs, chosen) > jnp.max(q_values(state.critic.q, obs, first), axis=-1)
         np.testing.assert_allclose(kept, jnp.where(sure[:, None], chosen, first), atol=1e-6)
+    if name == "flowq":  # first_above_v needs V(s), which the tests' QIPO (its softmax critic) does not have
+        # per state, the first of the same candidates whose min Q reaches V(s), else the best
+        satisfied = dataclasses.replace(picky, config=dataclasses.replace(
+            picky.config, policy=dataclasses.replace(policy, selection="first_above_v")))
+        drawn = sample_flow_actions(state.policy, jnp.repeat(obs, 5, axis=0), key=jax.random.key(20),
+                                    steps=config.sample_steps, solver=config.solver)
+        low = min_q(state.critic.q, jnp.repeat(obs, 5, axis=0), drawn).reshape(7, 5)
+        reached = low >= state_values(state.critic.value, obs)[:, None]
+        index = jnp.where(jnp.any(reached, axis=-1), jnp.argmax(reached, axis=-1), jnp.argmax(low, axis=-1))
+        assert bool(jnp.any(index != jnp.argmax(low, axis=-1))), "the check needs a state where the rules differ"
+        expected = drawn.reshape(7, 5, ACT_DIM)[jnp.arange(7), index]
+        np.testing.assert_allclose(module.act(satisfied, obs, key=jax.random.key(20)), expected, atol=1e-6)
 
 
 def test_act_noise_scales_the_start_of_the_flow(trained):
@@ -844,6 +867,19 @@ def test_iql_best_of_n_keeps_the_mean_or_a_better_draw(trained):
     assert 0 < int(jnp.sum(sure)) < 200, "the check needs states of both kinds"
     expected = jnp.where(sure[:, None], chosen, means)
     np.testing.assert_allclose(module.act(agreed, obs, key=jax.random.key(32)), expected, atol=1e-6)
+    # first_above_v: the mean where its min Q reaches V(s) (in both kinds of states here), else the first draw that
+    # does, else the best
+    satisfied = dataclasses.replace(picky, config=dataclasses.replace(
+        picky.config, policy=dataclasses.replace(policy, selection="first_above_v")))
+    mean_ok = min_q(state.critic.q, obs, means) >= state_values(state.critic.value, obs)
+    assert 0 < int(jnp.sum(mean_ok)) < 200, "the check needs states of both kinds"
+    z = jax.random.normal(jax.random.key(32), (200, 15, ACT_DIM))
+    draws = jnp.concatenate([means[:, None], jnp.clip(means[:, None, :] + std[None, None, :] * z, -1.0, 1.0)], axis=1)
+    low = min_q(state.critic.q, jnp.repeat(obs, 16, axis=0), draws.reshape(-1, ACT_DIM)).reshape(200, 16)
+    reached = low >= state_values(state.critic.value, obs)[:, None]
+    index = jnp.where(jnp.any(reached, axis=-1), jnp.argmax(reached, axis=-1), jnp.argmax(low, axis=-1))
+    np.testing.assert_allclose(module.act(satisfied, obs, key=jax.random.key(32)), draws[jnp.arange(200), index],
+                               atol=1e-6)
     with pytest.raises(ValueError, match="needs noise > 0"):
         dataclasses.replace(policy, noise=0.0)
 
@@ -963,6 +999,8 @@ def test_iql_with_layer_norm_and_actor_decay_trains_then_freezes_the_actor(batch
         (lambda: FlowPolicyConfig(noise=-0.5), "noise must be >= 0"),
         (lambda: FlowPolicyConfig(best_of_n=4, noise=0.0), "best_of_n=4 needs noise > 0"),
         (lambda: GaussianPolicyConfig(kind="deterministic", best_of_n=2), "best_of_n=2 needs kind='gaussian'"),
+        (lambda: qipo.Config(critic_loss="softmax", policy=FlowPolicyConfig(selection="first_above_v")),
+         "needs a state value V"),
         (lambda: flowq.Config(beta=-1.0), "beta must be >= 0"),
         (lambda: flowq.Config(sigma_min=1.0), r"sigma_min must be in \[0, 1\)"),
         (lambda: flowq.Config(temperature=-1.0), "temperature must be >= 0"),
@@ -993,6 +1031,8 @@ def test_config_errors_say_what_was_expected(make, message):
     [
         (lambda: GaussianPolicyConfig(kind="beta"), "kind"),
         (lambda: FlowPolicyConfig(solver="rk4"), "solver"),
+        (lambda: FlowPolicyConfig(selection="best"), "selection"),
+        (lambda: GaussianPolicyConfig(selection="agree"), "selection"),
         (lambda: flowq.Config(gradient="both"), "gradient"),
         (lambda: flowq.Config(weight_at="start"), "weight_at"),
         (lambda: flowq.Config(lambda_schedule="cosine"), "lambda_schedule"),
