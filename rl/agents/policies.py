@@ -19,7 +19,7 @@ from energyflow import MLPVelocity
 from energyflow import sample as flow_sample
 
 from .base import Scalar, at_least, network_rules, validate
-from .nets import QEnsemble, Selection, ValueNetwork, choose, q_values, state_values
+from .nets import QEnsemble, Selection, choose, q_values, state_values
 
 __all__ = [
     "FLOW_AGENT_RENAMED",
@@ -153,7 +153,6 @@ def best_of_n(
 
 class _HasQ(Protocol):
     q: QEnsemble
-    value: ValueNetwork  # read only by selection="first_above_v" (an IQL critic has it, QIPO's softmax critic not)
 
 
 class _HasPolicyConfig(Protocol):
@@ -162,7 +161,8 @@ class _HasPolicyConfig(Protocol):
 
 @runtime_checkable
 class FlowAgentState(Protocol):
-    """What `act` reads from a flow agent's state: the flow, a critic with an online ensemble `q`, the config."""
+    """What `act` reads from a flow agent's state: the flow, a critic with an online ensemble `q`, the config (and,
+    for `policy.selection="first_above_v"` alone, the critic's `value` network, which QIPO's softmax critic lacks)."""
 
     policy: MLPVelocity
     critic: _HasQ
