@@ -12,7 +12,7 @@ gradients between layers: a Q forward and backward pass took 15% longer, and twi
 members, where per-example ones lose about a quarter (`--sections 6`).
 """
 
-from typing import Literal
+from typing import Literal, get_args
 
 import equinox as eqx
 import jax
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 Selection = Literal["max", "agreed", "first_above_v"]
-SELECTIONS: tuple[Selection, ...] = ("max", "agreed", "first_above_v")
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
 
 class LayerNormMLP(eqx.Module):
