@@ -13,10 +13,15 @@ imitation of the better one along that one's trajectories, so this reads, off a 
   starts and close at the second's), and `Q(2nd) - Q(1st)`, how much the agent's own critic (`min_i Q_i`) prefers
   the second source's first actions to the first's at the first source's starts.
 
+With `--behavior` a QIPO run acts with its frozen behaviour flow (the clone its warm-up left, the reference of every
+renewal) instead of its policy: how well that reference imitates each source.
+
     python scripts/imitation_gap.py runs/results/halfcheetah-medium-expert-iql-... --split 1000000
+    python scripts/imitation_gap.py runs/results/halfcheetah-medium-expert-qipo-... --split 1000000 --behavior
 """
 
 import argparse
+import dataclasses
 
 import jax
 import numpy as np
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", type=int, required=True,
                         help="transitions before this index are the first source (medium-expert: 1000000)")
     parser.add_argument("--states", type=int, default=2048, help="random states per source")
+    parser.add_argument("--behavior", action="store_true",
+                        help="QIPO runs: act with the frozen behaviour flow instead of the policy")
     args = parser.parse_args(argv)
     print(f"{'run':<58} {'seed':>4} {'|plain-data| 1st':>16} {'2nd':>6} {'t=0: to 1st':>11} {'to 2nd':>7} "
           f"{'Q(2nd)-Q(1st)':>13}")
@@ -45,7 +52,12 @@ def main(argv: list[str] | None = None) -> None:
         starts = np.cumsum(lengths) - lengths
         first, second = starts[starts < args.split], starts[starts >= args.split]
         count = min(len(first), len(second))
+        if args.behavior and run.config.agent != "qipo":
+            raise SystemExit(f"--behavior needs a QIPO run (the only agent with a behaviour flow); {name} is "
+                             f"{run.config.agent}")
         for seed, state in run.states():
+            if args.behavior:
+                state = dataclasses.replace(state, policy=state.behavior)
             state, key = with_best_of_n(state, 1), jax.random.key(seed)
             gaps = [distance(run.agent.act(state, data.obs[idx], key=key), data.action[idx]) for idx in sources]
             at_start = [distance(run.agent.act(state, data.obs[idx], key=key), data.action[idx])
