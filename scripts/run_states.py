@@ -1,5 +1,6 @@
-"""What the checkpoint-reading scripts share (`best_of_n.py`, `imitation_gap.py`, `policy_weights.py`): a finished
-run's per-seed agent states beside its dataset in the units the agent trained on, and small helpers on them.
+"""What the checkpoint-reading scripts share (`best_of_n.py`, `imitation_gap.py`, `policy_weights.py`,
+`qipo_reference.py`): a finished run's per-seed agent states beside its dataset in the units the agent trained on, and
+small helpers on them.
 
 It is imported by those scripts (run as `python scripts/NAME.py`, which puts this directory on the path); it is not
 a command of its own.
