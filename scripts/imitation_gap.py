@@ -21,11 +21,10 @@ renewal) instead of its policy: how well that reference imitates each source.
 """
 
 import argparse
-import dataclasses
 
 import jax
 import numpy as np
-from run_states import distance, load_run, with_best_of_n
+from run_states import behavior_clone, distance, load_run, with_best_of_n
 
 from rl.agents.nets import min_q
 
@@ -52,13 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         starts = np.cumsum(lengths) - lengths
         first, second = starts[starts < args.split], starts[starts >= args.split]
         count = min(len(first), len(second))
-        if args.behavior and run.config.agent != "qipo":
-            raise SystemExit(f"--behavior needs a QIPO run (the only agent with a behaviour flow); {name} is "
-                             f"{run.config.agent}")
+        acting = behavior_clone(run, name) if args.behavior else (lambda state: state)
         for seed, state in run.states():
-            if args.behavior:
-                state = dataclasses.replace(state, policy=state.behavior)
-            state, key = with_best_of_n(state, 1), jax.random.key(seed)
+            state, key = with_best_of_n(acting(state), 1), jax.random.key(seed)
             gaps = [distance(run.agent.act(state, data.obs[idx], key=key), data.action[idx]) for idx in sources]
             at_start = [distance(run.agent.act(state, data.obs[idx], key=key), data.action[idx])
                         for idx in (first, second)]

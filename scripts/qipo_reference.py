@@ -18,9 +18,8 @@ per seed, with:
 """
 
 import argparse
-import dataclasses
 
-from run_states import load_run, with_best_of_n
+from run_states import behavior_clone, load_run, with_best_of_n
 
 from rl.data import Normalizer
 from rl.train.evaluators import NORMALIZER_FILE, DatasetInfo, Policy, make_evaluator
@@ -37,15 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'run':<58} {'seed':>4} {'clone, 1':>9} {'clone, N':>9} {'policy, 1':>9} {'policy, N':>9} {'N':>3}")
     for name in args.runs:
         run = load_run(name)
-        if run.config.agent != "qipo":
-            raise SystemExit(f"{name} is a {run.config.agent} run; only QIPO has a frozen behaviour flow")
+        clone_of = behavior_clone(run, name)
         evaluator = make_evaluator(DatasetInfo.load(name), Normalizer.load(f"{name}/{NORMALIZER_FILE}"),
                                    episodes=args.episodes, samples=0)
         if evaluator is None:
             raise SystemExit(f"{name}: its dataset names no environment to evaluate in")
         n = args.n or run.config.agent_config.policy.best_of_n
         for seed, state in run.states():
-            clone = dataclasses.replace(state, policy=state.behavior)
+            clone = clone_of(state)
             scores = [evaluator(Policy(with_best_of_n(s, k), run.agent.act), seed)["score"]
                       for s in (clone, state) for k in (1, n)]
             print(f"{name[-58:]:<58} {seed:>4} " + " ".join(f"{x:>9.1f}" for x in scores) + f" {n:>3}")

@@ -7,7 +7,7 @@ a command of its own.
 """
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -51,6 +51,17 @@ def with_best_of_n(state: Any, best_of_n: int) -> Any:
     config = state.config
     return dataclasses.replace(state, config=dataclasses.replace(
         config, policy=dataclasses.replace(config.policy, best_of_n=best_of_n)))
+
+
+def behavior_clone(run: Run, name: str) -> Callable[[Any], Any]:
+    """`clone(state)`: a QIPO state acting with its frozen behaviour flow (the warm-up's clone) instead of its policy.
+
+    Exits with a message when `run` (directory `name`) is not QIPO's, the only agent with a behaviour flow.
+    """
+    if run.config.agent != "qipo":
+        raise SystemExit(f"{name} is a {run.config.agent} run, but this needs a QIPO run: only QIPO has a frozen "
+                         "behaviour flow")
+    return lambda state: dataclasses.replace(state, policy=state.behavior)
 
 
 def distance(a: jax.Array, b: jax.Array) -> float:

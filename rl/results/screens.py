@@ -197,8 +197,8 @@ SCREENS: tuple[Screen, ...] = (
               _act("best-of-4", best_of_n="4"), _act("first of 8 above V", selection="first_above_v")),
              protocol=OTHER_KINDS, grid_runs=True, baseline=FIRST if agent == "flowq" else {})
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
-    *(Screen(f"{agent}-layer-norm-me", agent, f"{name} on halfcheetah-medium-expert, where the critic's choice among generated "
-             "actions has failed (best-of-8: IQL 8.2 against its mean's 33.5, FlowQ 26.6 against one draw's 54.5; "
+    *(Screen(f"{agent}-layer-norm-me", agent, f"{name} on halfcheetah-medium-expert, where the critic's choice among "
+             "generated actions has failed (best-of-8: IQL 8.2 against its mean's 33.5, FlowQ 26.6 against one draw's 54.5; "
              "QIPO's renewals turn a frozen clone that scores 41 into a policy that scores 3): does layer "
              "normalisation in the critic, which bounds how far Q can extrapolate off the data's actions, make "
              "that choice safe, or at least the policy better"

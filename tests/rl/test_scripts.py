@@ -1,7 +1,7 @@
 """The checkpoint-reading study scripts (`scripts/qipo_reference.py`, `scripts/imitation_gap.py`) on a tiny QIPO run.
 
-The scripts are imported in-process (their directory put on the path, as `python scripts/NAME.py` does), so the run
-and its evaluations share the compiled programs of `tests/rl/test_train_cli.py`'s tiny QIPO run.
+The scripts are imported in-process (their directory put on the path, as `python scripts/NAME.py` does), so their
+evaluations reuse the test session's compiled programs.
 """
 
 import importlib
@@ -36,7 +36,8 @@ def qipo_run(tmp_path_factory, tiny_hopper):
     """A QIPO run of 20 updates (warm-up 10, so policy and frozen clone differ) on the tiny Hopper dataset."""
     run_dir = tmp_path_factory.mktemp("scripts") / "qipo"
     argv = ["--agent", "qipo", "--dataset", tiny_hopper[0], "--seeds", "0,1", "--steps", "20", "--eval-every", "20",
-            "--eval-episodes", "2", "--final-eval-episodes", "2", "--run-dir", str(run_dir), "--no-progress", *TINY_QIPO]
+            "--eval-episodes", "2", "--final-eval-episodes", "2", "--run-dir", str(run_dir), "--no-progress",
+            *TINY_QIPO]
     assert cli.main(argv) == 0
     return run_dir
 
