@@ -320,6 +320,12 @@ SCREENS: tuple[Screen, ...] = (
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             Variant("temperature=1", {"agent.temperature": "1"}),
             _act("temperature=1, plain", "temperature=1", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT),
+    Screen("iql-floor-other", "iql", "IQL with FlowQ's floor on the effective sample size (min_ess=0.5), which "
+           "lifted it on all three medium-expert datasets (iql-temperature-me), on the grid's six other datasets: "
+           "the baseline tuned as FlowQ was, for a fair aggregate (its default is the grid's own IQL cells)",
+           (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"})),
+           protocol=dataclasses.replace(GRID, envs=("walker2d", "hopper", "halfcheetah"),
+                                        kinds=("medium", "medium-replay"))),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),
