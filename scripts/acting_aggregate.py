@@ -7,9 +7,9 @@ baseline handicapped by how it acts, this prints the aggregate over the grid's d
 three ways, all on the same checkpoints (IQL's acting does not enter its training):
 
 - best-of-8: the grid's cells (`docs/results.md`);
-- mean: its mean action, re-evaluated on the same 50 final episodes: on the medium datasets the grid under the
-  defaults of 0.1 (`best_of_n=1`, otherwise today's training), elsewhere the `iql-act-kinds` screen's `plain`
-  re-evaluations (`results/study/`);
+- mean: its mean action, re-evaluated on the same 50 final episodes: the `min_ess=0.5, plain` re-evaluations of
+  the `iql-temperature-me` and `iql-floor-other` screens, whose `min_ess=0.5` runs are the grid's IQL cells
+  (`results/study/`);
 - the better of the two on each dataset by its mean over seeds, chosen on these very scores: a bar generous to the
   baseline (its IQM can still fall below best-of-8's, since the IQM pools seeds across datasets).
 
@@ -18,7 +18,12 @@ each IQM with a 95% stratified-bootstrap interval and FlowQ's and QIPO's differe
 independent bootstrap, seeds resampled within each dataset). Only what is committed is read: the ledger and the
 study's re-evaluation results.
 
+`--iql paper` takes IQL at the paper's weights instead (the study's second defaults, before IQL got FlowQ's floor):
+best-of-8 from that era's grid, the mean from the grid under the defaults of 0.1 on the medium datasets
+(`best_of_n=1`, otherwise that training) and from the `iql-act-kinds` screen's `plain` re-evaluations elsewhere.
+
     python scripts/acting_aggregate.py
+    python scripts/acting_aggregate.py --iql paper
     python scripts/acting_aggregate.py --kinds medium medium-expert --reps 2000
 """
 
@@ -29,12 +34,15 @@ from pathlib import Path
 import numpy as np
 
 from rl.results import ledger, stats
-from rl.results.grid import FORMER_DEFAULTS, KINDS, Grid
+from rl.results.grid import FORMER_DEFAULTS, KINDS, SECOND_DEFAULTS, Grid
 from rl.results.report import cells, short_name
 from rl.results.study import load_results
 
-STUDY_SCREEN = "iql-act-kinds"
-"""The screen whose `plain` variant re-evaluates the grid's IQL runs off the medium datasets by the mean action."""
+MEAN_SOURCES: dict[str, tuple[tuple[str, str], ...]] = {
+    "defaults": (("iql-temperature-me", "min_ess=0.5, plain"), ("iql-floor-other", "min_ess=0.5, plain")),
+    "paper": (("iql-act-kinds", "plain"),),
+}
+"""Per IQL setting, the (screen, variant) re-evaluations of its grid runs by the mean action."""
 
 
 def grid_scores(grid: Grid, entries: list, agent: str, steps: int) -> dict[str, dict[int, float]]:
@@ -43,12 +51,15 @@ def grid_scores(grid: Grid, entries: list, agent: str, steps: int) -> dict[str, 
     return {d: {s: cell.entries[s].final(s) for s in cell.seeds} for (d, a), cell in found.items() if a == agent}
 
 
-def iql_mean_scores(grid: Grid, entries: list, steps: int, study_dir: Path) -> dict[str, dict[int, float]]:
+def iql_mean_scores(grid: Grid, entries: list, steps: int, study_dir: Path,
+                    iql: str = "defaults") -> dict[str, dict[int, float]]:
     """dataset -> seed -> IQL's final score acting by its mean (see the module's docstring for the sources)."""
-    former = dataclasses.replace(grid, agent_settings={"iql": FORMER_DEFAULTS["iql"]})
-    out = {d: seeds for d, seeds in grid_scores(former, entries, "iql", steps).items() if d.endswith("/medium-v0")}
+    out = {}
+    if iql == "paper":
+        former = dataclasses.replace(grid, agent_settings={"iql": FORMER_DEFAULTS["iql"]})
+        out = {d: seeds for d, seeds in grid_scores(former, entries, "iql", steps).items() if d.endswith("/medium-v0")}
     for (screen, variant, dataset), result in load_results(study_dir).items():
-        if screen == STUDY_SCREEN and variant == "plain" and dataset in grid.datasets() and dataset not in out:
+        if (screen, variant) in MEAN_SOURCES[iql] and dataset in grid.datasets() and dataset not in out:
             if result["step"] == steps:
                 out[dataset] = {int(s): float(v["score"]) for s, v in result["seeds"].items()}
     return out
@@ -66,12 +77,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), help="dataset kinds to aggregate over")
     parser.add_argument("--steps", type=int, default=100_000, help="the grid's budget")
     parser.add_argument("--reps", type=int, default=20_000, help="bootstrap resamples")
+    parser.add_argument("--iql", choices=tuple(MEAN_SOURCES), default="defaults",
+                        help="IQL at today's defaults (with FlowQ's floor) or at the paper's weights")
     args = parser.parse_args(argv)
 
     grid = Grid(kinds=tuple(args.kinds))
+    iql_grid = dataclasses.replace(grid, agent_settings=SECOND_DEFAULTS) if args.iql == "paper" else grid
     entries = ledger.load(args.ledger)
-    columns = {"IQL, best-of-8": grid_scores(grid, entries, "iql", args.steps),
-               "IQL, mean": iql_mean_scores(grid, entries, args.steps, args.study)}
+    columns = {"IQL, best-of-8": grid_scores(iql_grid, entries, "iql", args.steps),
+               "IQL, mean": iql_mean_scores(grid, entries, args.steps, args.study, args.iql)}
     better = {}
     for d in set(columns["IQL, best-of-8"]) & set(columns["IQL, mean"]):
         pick = max(columns, key=lambda c: np.mean(list(columns[c][d].values())))

@@ -29,6 +29,7 @@ __all__ = [
     "FIRST_DEFAULTS",
     "FORMER_DEFAULTS",
     "KINDS",
+    "SECOND_DEFAULTS",
     "SEEDS",
     "STEPS",
     "Era",
@@ -51,7 +52,7 @@ NAMESPACE = "results"
 FORMER_DEFAULTS: dict[str, dict[str, str]] = {
     "flowq": {"agent.weight_unit": "energy", "agent.beta": "3", "agent.policy.best_of_n": "1",
               "agent.policy.solver": "euler", "agent.min_ess": "none"},
-    "iql": {"agent.policy.best_of_n": "1"},
+    "iql": {"agent.policy.best_of_n": "1", "agent.min_ess": "none"},
     "qipo": {"agent.policy.best_of_n": "1"},
 }
 """The defaults of version 0.1 where the study moved them (FlowQ's weights, beta and ODE solver, best-of-N acting), per
@@ -75,12 +76,18 @@ class Era:
     record: str = "a record"
 
 
-FIRST_DEFAULTS: dict[str, dict[str, str]] = {"flowq": {"agent.min_ess": "none"}}
-"""The study's first defaults where it has since moved them: FlowQ's weights at temperature 3 whatever their
-effective sample size, before the floor `min_ess=0.5` (docs/study.md, flowq-temperature)."""
+FIRST_DEFAULTS: dict[str, dict[str, str]] = {"flowq": {"agent.min_ess": "none"}, "iql": {"agent.min_ess": "none"}}
+"""The study's first defaults where it has since moved them: FlowQ's and IQL's weights at temperature 3 whatever
+their effective sample size, before the floor `min_ess=0.5` (docs/study.md, flowq-temperature)."""
+SECOND_DEFAULTS: dict[str, dict[str, str]] = {"iql": {"agent.min_ess": "none"}}
+"""The study's second defaults where it has since moved them: FlowQ with its floor, IQL still at the paper's weights,
+before the baseline got the same floor (docs/study.md, iql-temperature-me and iql-floor-other)."""
 ERAS: tuple[Era, ...] = (Era("the defaults of 0.1", "former", FORMER_DEFAULTS, "the record the study started from"),
                          Era("the study's first defaults", "first", FIRST_DEFAULTS,
-                             "the grid before FlowQ's floor on its weights' effective sample size"))
+                             "the grid before FlowQ's floor on its weights' effective sample size"),
+                         Era("the study's second defaults", "second", SECOND_DEFAULTS,
+                             "the grid with FlowQ's floor and IQL at the paper's weights, before the baseline got the "
+                             "same floor"))
 """Every earlier set of defaults the grid ran under, oldest first."""
 
 DATASET_SETTINGS: dict[str, dict[str, dict[str, str]]] = {}

@@ -19,7 +19,7 @@ from . import grid as grids
 from .grid import NAMESPACE, Grid
 
 __all__ = ["ACT_SETTINGS", "DEFAULT", "EULER", "FIRST", "GRID", "GRID_MEDIUM_EXPERT", "MEDIUM_EXPERT", "OTHER_KINDS",
-           "QIPO_SCREENING", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
+           "PAPER_WEIGHTS", "QIPO_SCREENING", "SCREENS", "WALKER", "Screen", "Screening", "Variant"]
 
 ENVS = ("hopper", "halfcheetah")
 KINDS = ("medium",)
@@ -149,6 +149,9 @@ EULER = {"agent.policy.solver": "euler"}
 FIRST = grids.FIRST_DEFAULTS["flowq"]
 """FlowQ's weights before the floor on their effective sample size became its default (the screens run then keep
 their runs)."""
+PAPER_WEIGHTS = grids.SECOND_DEFAULTS["iql"]
+"""IQL's weights before FlowQ's floor on their effective sample size became its default too: the paper's (the screens
+run then keep their runs)."""
 WALKER = Screening(envs=(*ENVS, "walker2d"))
 """The screening protocol with walker2d added, for questions whose answer the grid showed to differ there (FlowQ's
 weights: on walker2d-medium they are flattest relative to IQL's, and FlowQ trails IQL most)."""
@@ -190,12 +193,13 @@ SCREENS: tuple[Screen, ...] = (
              "8 that the critic rates at least as high as the state's value V(s), which rejects the draws it rates "
              "below the data's without chasing its highest estimate?"
              " (on the results grid's runs at "
-             + ("the study's first defaults, before FlowQ's floor)" if agent == "flowq" else "today's defaults)"),
+             + {"flowq": "the study's first defaults, before FlowQ's floor)",
+                "iql": "the study's second defaults, IQL at the paper's weights)"}.get(agent, "today's defaults)"),
              (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
               *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else []),
               _act("best-of-8, agreed", selection="agreed"), _act("best-of-2", best_of_n="2"),
               _act("best-of-4", best_of_n="4"), _act("first of 8 above V", selection="first_above_v")),
-             protocol=OTHER_KINDS, grid_runs=True, baseline=FIRST if agent == "flowq" else {})
+             protocol=OTHER_KINDS, grid_runs=True, baseline={"flowq": FIRST, "iql": PAPER_WEIGHTS}.get(agent, {}))
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     *(Screen(f"{agent}-layer-norm-me", agent, f"{name} on halfcheetah-medium-expert, where the critic's choice among "
              "generated actions has failed (best-of-8: IQL 8.2 against its mean's 33.5, FlowQ 26.6 against one draw's 54.5; "
@@ -203,10 +207,11 @@ SCREENS: tuple[Screen, ...] = (
              "normalisation in the critic, which bounds how far Q can extrapolate off the data's actions, make "
              "that choice safe, or at least the policy better"
              + (" (IQL's mean action: 33.5 without it, 55.5 with it)" if agent != "iql" else "")
-             + "? (the default is the grid's own cell)",
+             + "? (the default is the grid's own cell" + (" before IQL's floor)" if agent == "iql" else ")"),
              (DEFAULT, Variant("critic layer norm", {"agent.critic.layer_norm": "true"}),
               _act("critic layer norm, plain", "critic layer norm", best_of_n="1")),
-             protocol=dataclasses.replace(GRID, envs=("halfcheetah",), kinds=("medium-expert",)))
+             protocol=dataclasses.replace(GRID, envs=("halfcheetah",), kinds=("medium-expert",)),
+             baseline=PAPER_WEIGHTS if agent == "iql" else {})
       for agent, name in (("iql", "IQL"), ("qipo", "QIPO"), ("flowq", "FlowQ"))),
     Screen("flowq-heun", "flowq", "FlowQ: does Heun's method, chosen on the grid's own hopper runs, also beat Euler's on "
            "three new seeds? (Its default is the study's first: Heun, best-of-8, no floor.)",
@@ -273,9 +278,10 @@ SCREENS: tuple[Screen, ...] = (
                                Variant("expectile=0.9", {"agent.critic.expectile": "0.9"}),
                                _act("best-of-8", best_of_n="8")), protocol=WALKER, baseline=FORMER["iql"]),
     Screen("iql-temperature", "iql", "IQL: does temperature 1, ahead on walker2d in iql-tuning, beat the paper's 3 "
-           "at the results grid's budget, there and on hopper? (its default is the grid's own IQL cells)",
+           "at the results grid's budget, there and on hopper? (its default is the grid's IQL cells at the paper's "
+           "weights)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"})),
-           protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d"))),
+           protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d")), baseline=PAPER_WEIGHTS),
     Screen("flowq-fit", "flowq", "FlowQ on medium-expert, where its flow stays further from the data actions than "
            "IQL's Gaussian (docs/study.md): does it fit faster with flatter weights (temperature 1 or 0.3: a larger "
            "effective batch) or a larger policy learning rate? And does its plain draw beat best-of-8 there at this "
@@ -293,7 +299,7 @@ SCREENS: tuple[Screen, ...] = (
            protocol=MEDIUM_EXPERT, baseline=FIRST),
     Screen("iql-medium-expert", "iql", "IQL under flowq-fit's protocol, the reference its variants are held against "
            "(and its mean action against best-of-8 there).", (DEFAULT, _act("plain", best_of_n="1")),
-           protocol=MEDIUM_EXPERT),
+           protocol=MEDIUM_EXPERT, baseline=PAPER_WEIGHTS),
     Screen("flowq-temperature", "flowq", "FlowQ: does temperature 1, ahead of 3 in flowq-fit, also lead at the "
            "results grid's budget on the medium-expert datasets? Or a floor on the effective sample size (min_ess=0.5: "
            "temperature 3 unless its weights would keep less than half the batch), which on these runs' critics "
@@ -315,17 +321,21 @@ SCREENS: tuple[Screen, ...] = (
                                         kinds=("medium-replay", "medium")), baseline=FIRST),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
            "temperature 1 on the medium-expert datasets, and from FlowQ's floor on the effective sample size "
-           "(min_ess=0.5, on IQL's capped weights)? (the same tuning for the baseline; its default is the grid's own "
-           "IQL cells)",
+           "(min_ess=0.5, on IQL's capped weights)? (the same tuning for the baseline; its default is the grid's IQL "
+           "cells at the paper's weights)",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             Variant("temperature=1", {"agent.temperature": "1"}),
-            _act("temperature=1, plain", "temperature=1", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT),
+            _act("temperature=1, plain", "temperature=1", best_of_n="1"),
+            _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT,
+           baseline=PAPER_WEIGHTS),
     Screen("iql-floor-other", "iql", "IQL with FlowQ's floor on the effective sample size (min_ess=0.5), which "
            "lifted it on all three medium-expert datasets (iql-temperature-me), on the grid's six other datasets: "
-           "the baseline tuned as FlowQ was, for a fair aggregate (its default is the grid's own IQL cells)",
-           (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"})),
+           "the baseline tuned as FlowQ was, for a fair aggregate (its default is the grid's IQL cells at the paper's "
+           "weights)? And acting by its mean there (plain)?",
+           (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
+            _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1")),
            protocol=dataclasses.replace(GRID, envs=("walker2d", "hopper", "halfcheetah"),
-                                        kinds=("medium", "medium-replay"))),
+                                        kinds=("medium", "medium-replay")), baseline=PAPER_WEIGHTS),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "
            "(default M=16, half from the behaviour flow, beta 1)?",
            (DEFAULT, Variant("M=32", {"agent.support_size": "32"}), Variant("M=64", {"agent.support_size": "64"}),

@@ -222,7 +222,7 @@ def test_iql_min_ess_weights_at_the_tempered_temperature(batch):
     """IQL's min_ess is AWR at the temperature energyflow.tempered_beta finds for the capped weights' shape
     softmax(min(temperature A, log max_weight)): its loss equals the loss at that temperature by hand, the floor is
     kept exactly where it binds, and without a binding floor the loss is the paper's."""
-    config = dataclasses.replace(TINY["iql"], temperature=30.0, max_weight=50.0)
+    config = dataclasses.replace(TINY["iql"], temperature=30.0, max_weight=50.0, min_ess=None)
     state = iql.init(config, obs_dim=OBS_DIM, act_dim=ACT_DIM, key=jax.random.key(42))
     critic = state.critic
     # advantages spread enough that the floor binds at temperature 30 (a fresh critic's are all near 0)

@@ -381,3 +381,44 @@ def test_each_era_of_defaults_gets_its_own_record(tmp_path, monkeypatch):
     assert "The grid under the first study defaults follows" in today and "`--agent.temperature=1`" in today
     assert "Other runs in the ledger" not in page
     assert (tmp_path / "img" / "results-first-1k-curves.png").is_file()
+
+
+def test_acting_aggregate_holds_the_flows_against_iql_at_today_s_defaults_or_the_paper_s(tmp_path, capsys):
+    """`scripts/acting_aggregate.py` reads IQL's best-of-8 from the grid cells of the setting asked for (today's
+    defaults, with the floor, or the paper's weights) and its mean action from that setting's re-evaluations, never
+    mixing the two: each IQL column below has its own score, so a wrong source shows in the table."""
+    import importlib
+    import json
+    import sys
+    from pathlib import Path
+
+    from rl.results.grid import SECOND_DEFAULTS
+
+    scripts = str(Path(__file__).resolve().parents[2] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        acting = importlib.import_module("acting_aggregate")
+    finally:
+        sys.path.remove(scripts)
+    grid = Grid(kinds=("medium-replay",))  # the script's grid: the results grid's protocol
+    dataset = grid.datasets()[1]  # hopper
+    paper = dataclasses.replace(grid, agent_settings=SECOND_DEFAULTS)
+    book, study = tmp_path / "ledger", tmp_path / "study"
+    study.mkdir()
+    seeds = (0, 1, 2)
+    for name, agent, at, score in (("iql", "iql", grid, 50.0), ("iql-paper", "iql", paper, 40.0),
+                                   ("flowq", "flowq", grid, 45.0), ("qipo", "qipo", grid, 48.0)):
+        config = at.config(dataset, agent, 100_000, seeds)
+        summary = fake_summary(dataset, agent, seeds, [score] * 3, steps=100_000, grid=at, config=config)
+        ledger.add(put(tmp_path, name, summary), book)
+    for screen, variant, score in (("iql-floor-other", "min_ess=0.5, plain", 30.0), ("iql-act-kinds", "plain", 20.0)):
+        result = {"screen": screen, "variant": variant, "dataset": dataset, "agent": "iql", "base_setting": "x",
+                  "step": 100_000, "episodes": 50, "overrides": {"agent.policy.best_of_n": "1"},
+                  "seeds": {str(s): {"score": score} for s in seeds}}
+        (study / f"{screen}__{variant}.json").write_text(json.dumps(result))
+    common = ["--ledger", str(book), "--study", str(study), "--kinds", "medium-replay", "--reps", "200"]
+    for iql, row in (("defaults", "50.0 | 30.0 | 50.0 | 45.0 | 48.0"), ("paper", "40.0 | 20.0 | 40.0 | 45.0 | 48.0")):
+        acting.main([*common, "--iql", iql])
+        out = capsys.readouterr().out
+        assert f"| hopper-medium-replay | {row} |" in out, out
+        assert "FlowQ − IQL, mean" in out and "QIPO − IQL, the better per dataset" in out
