@@ -85,11 +85,14 @@ def _digest(setting: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def earlier_setting_hashes(config: dict[str, Any] | RunConfig) -> set[str]:
+def earlier_setting_hashes(config: dict[str, Any] | RunConfig, *, seeds: bool = False) -> set[str]:
     """`setting_hash(config)` and the hashes the same setting had before any of the `NEUTRAL_ADDITIONS` it holds at
-    its neutral value existed (a hash recorded then, such as a re-evaluation's `base_setting`, still names it)."""
+    its neutral value existed (a hash recorded then, such as a re-evaluation's `base_setting` or a ledger file's
+    name, still names it); with its seeds when `seeds`, as `setting_hash`."""
     data = config.to_dict() if isinstance(config, RunConfig) else config
     setting = _setting(data)
+    if seeds:
+        setting["seeds"] = sorted(data["seeds"])
     present = [name for name, value in NEUTRAL_ADDITIONS.get(setting["agent"], {}).items()
                if _lookup(setting["agent_config"], name) == (True, value)]
     out = set()
@@ -157,9 +160,10 @@ class Entry:
         return self.summary["final"]["score"].get(str(seed))
 
 
-def entry_name(summary: dict[str, Any]) -> str:
-    """`<dataset>__<agent>__<hash>.json`, the hash over the setting and the seeds."""
-    return f"{_slug(summary['dataset']['id'])}__{summary['agent']}__{setting_hash(summary['config'], seeds=True)}.json"
+def entry_name(summary: dict[str, Any], digest: str | None = None) -> str:
+    """`<dataset>__<agent>__<hash>.json`, the hash over the setting and the seeds (or `digest`)."""
+    digest = digest or setting_hash(summary["config"], seeds=True)
+    return f"{_slug(summary['dataset']['id'])}__{summary['agent']}__{digest}.json"
 
 
 def _check(summary: Any, where: str) -> dict[str, Any]:
@@ -182,6 +186,9 @@ def _read(path: Path) -> dict[str, Any]:
 def add(run_dir: str | Path, ledger: str | Path = LEDGER, *, replace: bool = False) -> tuple[Path, str]:
     """Copy `RUN_DIR/summary.json` into the ledger.
 
+    An entry of the same setting and seeds counts wherever it is, under today's name or one the setting had before a
+    field was added to its agent (`earlier_setting_hashes`), so that adding a run again never makes a second entry.
+
     Returns:
         The ledger file and what happened: `"added"`, `"unchanged"` (the same summary is there) or `"replaced"`.
 
@@ -198,17 +205,20 @@ def add(run_dir: str | Path, ledger: str | Path = LEDGER, *, replace: bool = Fal
     ledger = Path(ledger)
     ledger.mkdir(parents=True, exist_ok=True)
     target = ledger / entry_name(summary)
-    if target.is_file():
-        if target.read_text() == text:
-            return target, "unchanged"
+    earlier = sorted(ledger / entry_name(summary, h) for h in earlier_setting_hashes(summary["config"], seeds=True))
+    held = next((p for p in (target, *earlier) if p.is_file()), None)
+    if held is not None:
+        if held.read_text() == text:
+            return held, "unchanged"
         if not replace:
-            raise FileExistsError(f"{target} already holds a run of this setting and these seeds (finished "
-                                  f"{_read(target).get('finished')}); pass --replace to put {run_dir}'s instead.")
-    status = "replaced" if target.is_file() else "added"
+            raise FileExistsError(f"{held} already holds a run of this setting and these seeds (finished "
+                                  f"{_read(held).get('finished')}); pass --replace to put {run_dir}'s instead.")
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(text)
     tmp.replace(target)
-    return target, status
+    if held is not None and held != target:
+        held.unlink()
+    return target, "added" if held is None else "replaced"
 
 
 def add_run(run_dir: str | Path, ledger: str | Path = LEDGER, *, replace: bool = False) -> list[tuple[Path, str]]:

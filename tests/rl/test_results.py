@@ -68,6 +68,29 @@ def test_add_copies_a_summary_and_refuses_another_of_the_same_setting(tmp_path):
         ledger.add(tmp_path / "runs" / "unfinished", book)
 
 
+def test_add_finds_an_entry_named_before_a_field_was_added_to_its_agent(tmp_path):
+    """A summary written before a field existed (here IQL's `policy.selection`) was named by the hash of its setting
+    then; once the field is filled in with its neutral value the hash differs, yet adding the same run again must
+    find that entry, not make a second one, and a replacement takes today's name in its place."""
+    book = tmp_path / "ledger"
+    old = fake_summary(HOPPER, "iql", (0, 1, 2), [40.0, 41.0, 42.0])
+    del old["config"]["agent_config"]["policy"]["selection"]
+    run = put(tmp_path, "old", old)
+    today = ledger.entry_name(old)
+    # a name the setting had before one of its fields existed
+    then = min(ledger.earlier_setting_hashes(old["config"], seeds=True) - {ledger.setting_hash(old["config"], seeds=True)})
+    book.mkdir()
+    held = book / ledger.entry_name(old, then)
+    held.write_text((run / SUMMARY_FILE).read_text())
+    assert held.name != today
+    assert ledger.add(run, book) == (held, "unchanged") and sorted(book.iterdir()) == [held]
+    retrained = dict(old, finished="2026-02-02T00:00:00Z")
+    with pytest.raises(FileExistsError, match=held.name):
+        ledger.add(put(tmp_path, "again", retrained), book)
+    assert ledger.add(tmp_path / "runs" / "again", book, replace=True) == (book / today, "replaced")
+    assert sorted(p.name for p in book.iterdir()) == [today]
+
+
 def test_missing_lists_the_cells_the_ledger_lacks(tmp_path):
     book = tmp_path / "ledger"
     ledger.add(put(tmp_path, "a", fake_summary(HOPPER, "iql", (0, 1, 2), [40.0, 41.0, 42.0])), book)
