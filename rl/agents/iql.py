@@ -34,7 +34,7 @@ from rl.data import Transitions
 
 from .base import Scalar, above, at_least, between, check_init, network_rules, optional, validate
 from .critics import IQLCritic, IQLCriticConfig, data_q_target, init_iql_critic, update_iql_critic
-from .nets import Selection, batch_apply, choose, min_q, q_values, state_values
+from .nets import Selection, batch_apply, min_q, pick, q_values, state_values
 from .optim import apply_gradients, init_opt_state, make_optimizer, stop_gradient
 
 __all__ = [
@@ -81,7 +81,8 @@ class GaussianPolicyConfig:
     noise: float = 1.0
     # how best-of-N chooses: "max" keeps the candidate of highest min Q; "agreed" keeps it only where every critic
     # rates it above the mean action's highest estimate (the twin critics agree the gain is real), else the mean;
-    # "first_above_v" the mean if its min Q reaches V(s), else the first draw that does, else the best
+    # "first_above_v" the mean if its min Q reaches V(s), else the first draw that does, else the best; "mean" the
+    # mean itself (the flows' "mean" averages their draws)
     selection: Selection = "max"
 
     def __post_init__(self):
@@ -312,10 +313,11 @@ def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> F
     `policy.best_of_n = N > 1` the one of highest `min_i Q_i(s, a)` (online critic) among the mean and `N - 1` draws
     of the Gaussian (its standard deviation scaled by `policy.noise`), each clipped to `[-1, 1]`; with
     `policy.selection = "agreed"`, a draw replaces the mean only where every critic rates it above the mean; with
-    `"first_above_v"`, the mean is kept where its `min_i Q_i` reaches `V(s)`, else the first draw that does."""
+    `"first_above_v"`, the mean is kept where its `min_i Q_i` reaches `V(s)`, else the first draw that does; with
+    `"mean"`, the mean itself (the average of the Gaussian's draws, without their noise)."""
     config = state.config.policy
     means = jnp.clip(state.policy.means(obs), -1.0, 1.0)
-    if config.best_of_n == 1:
+    if config.best_of_n == 1 or config.selection == "mean":
         return means
     n, dim = means.shape
     std = config.noise * jnp.exp(jnp.clip(state.policy.log_std, config.log_std_min, config.log_std_max))
@@ -324,5 +326,4 @@ def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> F
     flat = candidates.reshape(n * config.best_of_n, dim)
     values = q_values(state.critic.q, jnp.repeat(obs, config.best_of_n, axis=0), flat)
     value = state_values(state.critic.value, obs) if config.selection == "first_above_v" else None
-    chosen = choose(values.reshape(n, config.best_of_n, -1), config.selection, state_value=value)
-    return jnp.take_along_axis(candidates, chosen[:, None, None], axis=1)[:, 0, :]
+    return pick(candidates, values.reshape(n, config.best_of_n, -1), config.selection, state_value=value)

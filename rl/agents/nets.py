@@ -21,10 +21,10 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 __all__ = [
     "SELECTIONS", "LayerNormMLP", "QEnsemble", "Selection", "ValueNetwork", "batch_apply", "choose", "min_q", "mlp",
-    "q_values", "state_values",
+    "pick", "q_values", "state_values",
 ]
 
-Selection = Literal["max", "agreed", "first_above_v"]
+Selection = Literal["max", "agreed", "first_above_v", "mean"]
 SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
 
@@ -175,10 +175,12 @@ def choose(
     doubt. `"first_above_v"` keeps the first candidate, in order, whose `min_i Q_i` reaches the state's value
     `state_value` (`V(s)`, the expectile of Q over the data's actions), and the best by `min_i Q_i` where none does:
     it rejects the draws the critic rates below the data, without chasing the highest estimate, which is where the
-    critic's errors gather.
+    critic's errors gather. `"mean"` chooses none: it averages the candidates (`pick`).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if selection == "mean":
+        raise ValueError("selection='mean' averages the candidates instead of choosing one: use pick")
     low = jnp.min(values, axis=-1)
     best = jnp.argmax(low, axis=-1)
     if selection == "max":
@@ -190,6 +192,25 @@ def choose(
         raise ValueError("selection='first_above_v' needs the states' values V(s) (a critic with a value network)")
     reached = low >= state_value[:, None]
     return jnp.where(jnp.any(reached, axis=-1), jnp.argmax(reached, axis=-1), best)
+
+
+def pick(
+    candidates: Float[Array, "n count act_dim"],
+    values: Float[Array, "n count num_q"] | None,
+    selection: Selection = "max",
+    *,
+    state_value: Float[Array, " n"] | None = None,
+) -> Float[Array, "n act_dim"]:
+    """The action best-of-N acts with, per state: the candidate `choose` keeps, or with `selection="mean"` the
+    candidates' average (then `values` may be None: the critic is not asked). For draws of a unimodal flow the
+    average is a Monte Carlo estimate of its mean action, the flow's counterpart of the Gaussian policy's mean: it
+    removes the draw's noise without a critic's choice among the draws."""
+    if selection == "mean":
+        return jnp.mean(candidates, axis=1)
+    if values is None:
+        raise ValueError(f"selection={selection!r} chooses by the critics' values; got none")
+    chosen = choose(values, selection, state_value=state_value)
+    return jnp.take_along_axis(candidates, chosen[:, None, None], axis=1)[:, 0, :]
 
 
 def state_values(value: ValueNetwork, obs: Float[Array, "n obs_dim"]) -> Float[Array, " n"]:

@@ -4,7 +4,7 @@ The policy is a conditional flow: a velocity field `v(a_t, t, s)` (`energyflow.M
 `a_0 ~ N(0, I)` at `t = 0` to an action `a_1` at `t = 1`, given the state `s`. Acting integrates that ODE with the
 `energyflow` sampler (`sample_steps` steps of `solver`), clips to `[-1, 1]` and, with `best_of_n > 1`, keeps the
 best of `N` draws by `min_i Q_i(s, a)` (`selection="agreed"`: only where the critics agree that it beats the first
-draw). How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
+draw; `selection="mean"`: their average instead, no critic asked). How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ from energyflow import MLPVelocity
 from energyflow import sample as flow_sample
 
 from .base import Scalar, at_least, network_rules, validate
-from .nets import QEnsemble, Selection, choose, q_values, state_values
+from .nets import QEnsemble, Selection, pick, q_values, state_values
 
 __all__ = [
     "FLOW_AGENT_RENAMED",
@@ -56,7 +56,8 @@ class FlowPolicyConfig:
     noise: float = 1.0
     # how best-of-N chooses: "max" keeps the candidate of highest min Q; "agreed" keeps it only where every critic
     # rates it above the first draw's highest estimate (the twin critics agree the gain is real), else the first draw;
-    # "first_above_v" the first draw whose min Q reaches V(s), the best where none does (needs an IQL critic)
+    # "first_above_v" the first draw whose min Q reaches V(s), the best where none does (needs an IQL critic);
+    # "mean" the average of the N draws (the flow's mean action, as IQL acts by its Gaussian's mean; no critic asked)
     selection: Selection = "max"
 
     def __post_init__(self):
@@ -124,7 +125,8 @@ def best_of_n(
     selection: Selection = "max",
     state_value: Float[Array, " n"] | None = None,
 ) -> Float[Array, "n act_dim"]:
-    """Draw `num_candidates` actions per state with `propose(key, obs)` and keep the best by `score`.
+    """Draw `num_candidates` actions per state with `propose(key, obs)` and keep the best by `score` (with
+    `selection="mean"`, their average: `score` is then not called).
 
     Args:
         propose: batched proposal, e.g. `sample_flow_actions` bound to a policy.
@@ -133,7 +135,8 @@ def best_of_n(
         obs: the states, `[n, obs_dim]`.
         num_candidates: `N`; with 1 this is just `propose`.
         key: randomness of the proposals.
-        selection: `"max"`, `"agreed"` or `"first_above_v"` (`rl.agents.nets.choose`).
+        selection: `"max"`, `"agreed"`, `"first_above_v"` (`rl.agents.nets.choose`) or `"mean"`
+            (`rl.agents.nets.pick`).
         state_value: `V(s)` of each state, `[n]`, which `"first_above_v"` needs.
 
     Returns:
@@ -144,11 +147,8 @@ def best_of_n(
     n = obs.shape[0]
     repeated = jnp.repeat(obs, num_candidates, axis=0)
     candidates = propose(key, repeated)
-    scores = score(repeated, candidates)
-    values = scores.reshape(n, num_candidates, -1)
-    chosen = choose(values, selection, state_value=state_value)
-    candidates = candidates.reshape(n, num_candidates, -1)
-    return jnp.take_along_axis(candidates, chosen[:, None, None], axis=1)[:, 0, :]
+    values = None if selection == "mean" else score(repeated, candidates).reshape(n, num_candidates, -1)
+    return pick(candidates.reshape(n, num_candidates, -1), values, selection, state_value=state_value)
 
 
 class _HasQ(Protocol):
@@ -176,7 +176,7 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
     With `policy.best_of_n = N > 1`, `N` actions are drawn per state and the one with the highest `min_i Q_i(s, a)`
     of the online critic is kept (with `policy.selection = "agreed"`, only where every critic rates it above the
     first draw; elsewhere the first draw; with `"first_above_v"`, the first draw whose `min_i Q_i` reaches the
-    critic's `V(s)`).
+    critic's `V(s)`; with `"mean"`, the average of the `N` draws).
 
     Args:
         state: a FlowQ or QIPO state.

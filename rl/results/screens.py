@@ -192,13 +192,16 @@ SCREENS: tuple[Screen, ...] = (
              " Or fewer candidates (best-of-2, best-of-4), a milder choice by the same critic? Or the first of the "
              "8 that the critic rates at least as high as the state's value V(s), which rejects the draws it rates "
              "below the data's without chasing its highest estimate?"
-             " (on the results grid's runs at "
+             + (" Or the average of 8 draws, the flow's own mean action (as IQL acts by its Gaussian's mean), which "
+                "removes the draw's noise without the critic's choice?" if agent == "qipo" else "")
+             + " (on the results grid's runs at "
              + {"flowq": "the study's first defaults, before FlowQ's floor)",
                 "iql": "the study's second defaults, IQL at the paper's weights)"}.get(agent, "today's defaults)"),
              (DEFAULT, _act("plain", best_of_n="1"), _act("best-of-8, noise=0.5", noise="0.5"),
               *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else []),
               _act("best-of-8, agreed", selection="agreed"), _act("best-of-2", best_of_n="2"),
-              _act("best-of-4", best_of_n="4"), _act("first of 8 above V", selection="first_above_v")),
+              _act("best-of-4", best_of_n="4"), _act("first of 8 above V", selection="first_above_v"),
+              *([_act("mean of 8", selection="mean")] if agent == "qipo" else [])),
              protocol=OTHER_KINDS, grid_runs=True, baseline={"flowq": FIRST, "iql": PAPER_WEIGHTS}.get(agent, {}))
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     *(Screen(f"{agent}-layer-norm-me", agent, f"{name} on halfcheetah-medium-expert, where the critic's choice among "

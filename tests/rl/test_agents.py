@@ -47,6 +47,7 @@ from rl.agents.nets import (
     choose,
     min_q,
     mlp,
+    pick,
     q_values,
     state_values,
 )
@@ -381,6 +382,27 @@ def test_choose_by_each_selection_rule(flat):
 def test_choose_first_above_v_needs_the_state_values():
     with pytest.raises(ValueError, match="needs the states' values"):
         choose(jnp.zeros((2, 3, 2)), "first_above_v")
+
+
+def test_mean_selection_averages_the_draws_without_asking_the_critic():
+    obs = jnp.zeros((4, OBS_DIM))
+
+    def propose(key, s):
+        return jax.random.uniform(key, (s.shape[0], ACT_DIM), minval=-1, maxval=1)
+
+    def score(s, a):
+        raise AssertionError("selection='mean' must not call the critic")
+
+    key = jax.random.key(37)
+    drawn = propose(key, jnp.repeat(obs, 6, axis=0)).reshape(4, 6, ACT_DIM)
+    averaged = best_of_n(propose, score, obs, num_candidates=6, key=key, selection="mean")
+    np.testing.assert_allclose(averaged, drawn.mean(axis=1), atol=1e-6)
+    # the average of 6 different draws is none of them
+    assert not np.any(np.all(np.isclose(np.asarray(averaged)[:, None], np.asarray(drawn)), axis=-1))
+    with pytest.raises(ValueError, match="averages the candidates"):
+        choose(jnp.zeros((2, 3, 2)), "mean")
+    with pytest.raises(ValueError, match="chooses by the critics' values"):
+        pick(drawn, None, "max")
 
 
 def test_best_of_n_agreed_falls_back_to_the_first_draw_where_the_critics_disagree():
@@ -787,6 +809,12 @@ def test_act_shapes_and_range(trained):
                                     steps=config.sample_steps, solver=config.solver).reshape(7, 5, ACT_DIM)[:, 0]
         sure = min_q(state.critic.q, obs, chosen) > jnp.max(q_values(state.critic.q, obs, first), axis=-1)
         np.testing.assert_allclose(kept, jnp.where(sure[:, None], chosen, first), atol=1e-6)
+        # mean: the average of the same five draws (no critic asked)
+        averaged = dataclasses.replace(picky, config=dataclasses.replace(
+            picky.config, policy=dataclasses.replace(policy, selection="mean")))
+        five = sample_flow_actions(state.policy, jnp.repeat(obs, 5, axis=0), key=jax.random.key(20),
+                                   steps=config.sample_steps, solver=config.solver).reshape(7, 5, ACT_DIM)
+        np.testing.assert_allclose(module.act(averaged, obs, key=jax.random.key(20)), five.mean(axis=1), atol=1e-6)
     if name == "flowq":  # first_above_v needs V(s), which the tests' QIPO (its softmax critic) does not have
         # per state, the first of the same candidates whose min Q reaches V(s), else the best
         satisfied = dataclasses.replace(picky, config=dataclasses.replace(
@@ -857,6 +885,10 @@ def test_iql_best_of_n_keeps_the_mean_or_a_better_draw(trained):
         q_best = min_q(state.critic.q, obs, draws[jnp.arange(9), best])
         expected = jnp.where((q_best > q_mean)[:, None], draws[jnp.arange(9), best], means)
         np.testing.assert_allclose(module.act(with_noise(noise), obs, key=jax.random.key(30)), expected, atol=1e-6)
+    # mean: the Gaussian's mean itself, whatever the key (the average of its draws without their noise)
+    mean_rule = dataclasses.replace(picky, config=dataclasses.replace(
+        picky.config, policy=dataclasses.replace(policy, selection="mean")))
+    np.testing.assert_array_equal(module.act(mean_rule, obs, key=jax.random.key(33)), means)
     # agreed: a draw replaces the mean only where both critics rate it above the mean's higher estimate (on more
     # states, so that both cases occur)
     agreed = dataclasses.replace(picky, config=dataclasses.replace(
