@@ -307,13 +307,15 @@ SCREENS: tuple[Screen, ...] = (
            "results grid's budget on the medium-expert datasets? Or a floor on the effective sample size (min_ess=0.5: "
            "temperature 3 unless its weights would keep less than half the batch), which on these runs' critics "
            "picks about 1 on walker2d and halfcheetah and 2.5 on hopper? And with it, how many draws should the flow "
-           "choose its action from by Q? (its default is the grid's own FlowQ cells)",
+           "choose its action from by Q, or should it act by their average, its mean action, as IQL acts by its "
+           "Gaussian's mean? (its default is the grid's own FlowQ cells)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
             _act("temperature=1, plain", "temperature=1", best_of_n="1"),
             Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1"),
             _act("min_ess=0.5, best-of-2", "min_ess=0.5", best_of_n="2"),
-            _act("min_ess=0.5, best-of-4", "min_ess=0.5", best_of_n="4")), protocol=GRID_MEDIUM_EXPERT,
+            _act("min_ess=0.5, best-of-4", "min_ess=0.5", best_of_n="4"),
+            _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean")), protocol=GRID_MEDIUM_EXPERT,
            baseline=FIRST),
     Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
            "temperature 1 no better (flowq-weights)? And the floor min_ess=0.5? (its default is the grid's own FlowQ "
