@@ -445,3 +445,35 @@ def test_acting_aggregate_holds_the_flows_against_iql_at_today_s_defaults_or_the
         out = capsys.readouterr().out
         assert f"| hopper-medium-replay | {row} |" in out, out
         assert "FlowQ − IQL, mean" in out and "QIPO − IQL, the better per dataset" in out
+
+
+def test_late_gain_reads_each_cell_s_periodic_scores_in_both_windows(tmp_path, capsys):
+    """`scripts/late_gain.py` averages each grid cell's periodic evaluations over an early and a late window. The fake
+    curves rise linearly to each seed's final score f (f * i / 10 at the i-th of ten evaluations), so the windows
+    40-60k and 80-100k average to 0.5 f and 0.9 f: a rise of 0.4 f, exactly."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    scripts = str(Path(__file__).resolve().parents[2] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        late_gain = importlib.import_module("late_gain")
+    finally:
+        sys.path.remove(scripts)
+    grid = Grid(kinds=("medium",))
+    dataset = grid.datasets()[1]  # hopper-medium
+    book, seeds = tmp_path / "ledger", (0, 1, 2)
+    for agent, finals in (("iql", [50.0, 60.0, 70.0]), ("flowq", [20.0, 30.0, 40.0])):
+        summary = fake_summary(dataset, agent, seeds, finals, steps=100_000, grid=grid,
+                               config=grid.config(dataset, agent, 100_000, seeds))
+        ledger.add(put(tmp_path, agent, summary), book)
+    gains = late_gain.late_gains(grid, ledger.load(book), 100_000, (40_000, 50_000, 60_000), (80_000, 90_000, 100_000))
+    np.testing.assert_allclose(gains[dataset]["iql"], (30.0, 54.0))
+    np.testing.assert_allclose(gains[dataset]["flowq"], (15.0, 27.0))
+    late_gain.main(["--ledger", str(book)])
+    out = capsys.readouterr().out
+    assert "| hopper-medium | 30.0 -> 54.0 (+24.0) | 15.0 -> 27.0 (+12.0) |" in out, out
+    assert "iql: mean rise +24.0 over 1 datasets" in out
+    with pytest.raises(ValueError, match="no periodic evaluation at step"):
+        late_gain.late_gains(grid, ledger.load(book), 100_000, (45_000,), (100_000,))
