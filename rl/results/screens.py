@@ -318,10 +318,11 @@ SCREENS: tuple[Screen, ...] = (
             _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean")), protocol=GRID_MEDIUM_EXPERT,
            baseline=FIRST),
     Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
-           "temperature 1 no better (flowq-weights)? And the floor min_ess=0.5? (its default is the grid's own FlowQ "
-           "cells)",
+           "temperature 1 no better (flowq-weights)? And the floor min_ess=0.5, acting by the average of 8 draws as "
+           "well? (its default is the grid's own FlowQ cells)",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
-            Variant("temperature=1", {"agent.temperature": "1"})),
+            Variant("temperature=1", {"agent.temperature": "1"}),
+            _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean")),
            protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d", "halfcheetah"),
                                         kinds=("medium-replay", "medium")), baseline=FIRST),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
