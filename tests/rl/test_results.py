@@ -5,6 +5,9 @@ Most tests use synthetic run summaries whose configs are the grid's own, so they
 """
 
 import dataclasses
+import importlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +44,16 @@ def fake_summary(dataset, agent, seeds, finals, *, steps=1000, grid=GRID, config
         "wall_time_s": 120.0, "sittings": [], "machine": {"device_kind": "cpu", "cpu_count": 2}, "code_version": "x",
         "config": config.to_dict(),
     }
+
+
+def script(name):
+    """The module of `scripts/<name>.py` (the scripts are not a package)."""
+    folder = str(Path(__file__).resolve().parents[2] / "scripts")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
 
 
 def put(tmp_path, name, summary_dict):
@@ -410,19 +423,11 @@ def test_acting_aggregate_holds_the_flows_against_iql_at_today_s_defaults_or_the
     """`scripts/acting_aggregate.py` reads IQL's best-of-8 from the grid cells of the setting asked for (today's
     defaults, with the floor, or the paper's weights) and its mean action from that setting's re-evaluations, never
     mixing the two: each IQL column below has its own score, so a wrong source shows in the table."""
-    import importlib
     import json
-    import sys
-    from pathlib import Path
 
     from rl.results.grid import SECOND_DEFAULTS
 
-    scripts = str(Path(__file__).resolve().parents[2] / "scripts")
-    sys.path.insert(0, scripts)
-    try:
-        acting = importlib.import_module("acting_aggregate")
-    finally:
-        sys.path.remove(scripts)
+    acting = script("acting_aggregate")
     grid = Grid(kinds=("medium-replay",))  # the script's grid: the results grid's protocol
     dataset = grid.datasets()[1]  # hopper
     paper = dataclasses.replace(grid, agent_settings=SECOND_DEFAULTS)
@@ -451,16 +456,7 @@ def test_late_gain_reads_each_cell_s_periodic_scores_in_both_windows(tmp_path, c
     """`scripts/late_gain.py` averages each grid cell's periodic evaluations over an early and a late window. The fake
     curves rise linearly to each seed's final score f (f * i / 10 at the i-th of ten evaluations), so the windows
     40-60k and 80-100k average to 0.5 f and 0.9 f: a rise of 0.4 f, exactly."""
-    import importlib
-    import sys
-    from pathlib import Path
-
-    scripts = str(Path(__file__).resolve().parents[2] / "scripts")
-    sys.path.insert(0, scripts)
-    try:
-        late_gain = importlib.import_module("late_gain")
-    finally:
-        sys.path.remove(scripts)
+    late_gain = script("late_gain")
     grid = Grid(kinds=("medium",))
     dataset = grid.datasets()[1]  # hopper-medium
     book, seeds = tmp_path / "ledger", (0, 1, 2)
