@@ -24,7 +24,7 @@ __all__ = [
     "pick", "q_values", "state_values",
 ]
 
-Selection = Literal["max", "agreed", "first_above_v", "mean"]
+Selection = Literal["max", "agreed", "agreed_mean", "first_above_v", "mean"]
 SELECTIONS: tuple[Selection, ...] = get_args(Selection)
 
 
@@ -172,7 +172,9 @@ def choose(
     highest `min_i Q_i`. `"agreed"` keeps it only where the ensemble agrees that it beats the first candidate, that
     is where its lowest estimate exceeds the first candidate's highest; elsewhere the first: the spread of the
     members is the critic's own measure of doubt, so the gain of choosing is taken only where it is larger than that
-    doubt. `"first_above_v"` keeps the first candidate, in order, whose `min_i Q_i` reaches the state's value
+    doubt. `"agreed_mean"` is `"agreed"` against the draws' mean: `best_of_n` puts the average of the draws first
+    among the candidates (IQL's first candidate is its mean already), so a state acts by the averaged draws unless
+    every critic rates the best draw above them. `"first_above_v"` keeps the first candidate, in order, whose `min_i Q_i` reaches the state's value
     `state_value` (`V(s)`, the expectile of Q over the data's actions), and the best by `min_i Q_i` where none does:
     it rejects the draws the critic rates below the data, without chasing the highest estimate, which is where the
     critic's errors gather. `"mean"` chooses none: it averages the candidates (`pick`).
@@ -185,7 +187,7 @@ def choose(
     best = jnp.argmax(low, axis=-1)
     if selection == "max":
         return best
-    if selection == "agreed":
+    if selection in ("agreed", "agreed_mean"):
         sure = jnp.take_along_axis(low, best[:, None], axis=1)[:, 0] > jnp.max(values[:, 0], axis=-1)
         return jnp.where(sure, best, 0)
     if state_value is None:

@@ -4,7 +4,8 @@ The policy is a conditional flow: a velocity field `v(a_t, t, s)` (`energyflow.M
 `a_0 ~ N(0, I)` at `t = 0` to an action `a_1` at `t = 1`, given the state `s`. Acting integrates that ODE with the
 `energyflow` sampler (`sample_steps` steps of `solver`), clips to `[-1, 1]` and, with `best_of_n > 1`, keeps the
 best of `N` draws by `min_i Q_i(s, a)` (`selection="agreed"`: only where the critics agree that it beats the first
-draw; `selection="mean"`: their average instead, no critic asked). How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
+draw; `selection="agreed_mean"`: only where they agree that it beats the draws' average, else the average;
+`selection="mean"`: their average instead, no critic asked). How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
 """
 
 import dataclasses
@@ -56,7 +57,9 @@ class FlowPolicyConfig:
     noise: float = 1.0
     # how best-of-N chooses: "max" keeps the candidate of highest min Q; "agreed" keeps it only where every critic
     # rates it above the first draw's highest estimate (the twin critics agree the gain is real), else the first draw;
-    # "first_above_v" the first draw whose min Q reaches V(s), the best where none does (needs an IQL critic);
+    # "agreed_mean" as "agreed" against the draws' average (scored too), else that average (the state-wise blend of
+    # "max" and "mean"); "first_above_v" the first draw whose min Q reaches V(s), the best where none does (needs an
+    # IQL critic);
     # "mean" the average of the N draws (the flow's mean action, as IQL acts by its Gaussian's mean; no critic asked)
     selection: Selection = "max"
 
@@ -135,8 +138,9 @@ def best_of_n(
         obs: the states, `[n, obs_dim]`.
         num_candidates: `N`; with 1 this is just `propose`.
         key: randomness of the proposals.
-        selection: `"max"`, `"agreed"`, `"first_above_v"` (`rl.agents.nets.choose`) or `"mean"`
-            (`rl.agents.nets.pick`).
+        selection: `"max"`, `"agreed"`, `"first_above_v"` (`rl.agents.nets.choose`), `"mean"`
+            (`rl.agents.nets.pick`) or `"agreed_mean"`: the draws' average is scored too and put first, and a draw
+            replaces it only where every member of `score` rates the draw higher.
         state_value: `V(s)` of each state, `[n]`, which `"first_above_v"` needs.
 
     Returns:
@@ -147,8 +151,15 @@ def best_of_n(
     n = obs.shape[0]
     repeated = jnp.repeat(obs, num_candidates, axis=0)
     candidates = propose(key, repeated)
-    values = None if selection == "mean" else score(repeated, candidates).reshape(n, num_candidates, -1)
-    return pick(candidates.reshape(n, num_candidates, -1), values, selection, state_value=state_value)
+    candidates = candidates.reshape(n, num_candidates, -1)
+    if selection == "mean":
+        return pick(candidates, None, selection)
+    values = score(repeated, candidates.reshape(n * num_candidates, -1)).reshape(n, num_candidates, -1)
+    if selection == "agreed_mean":
+        average = jnp.mean(candidates, axis=1)
+        candidates = jnp.concatenate([average[:, None, :], candidates], axis=1)
+        values = jnp.concatenate([score(obs, average).reshape(n, 1, -1), values], axis=1)
+    return pick(candidates, values, selection, state_value=state_value)
 
 
 class _HasQ(Protocol):
@@ -175,7 +186,8 @@ def act(state: FlowAgentState, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyAr
 
     With `policy.best_of_n = N > 1`, `N` actions are drawn per state and the one with the highest `min_i Q_i(s, a)`
     of the online critic is kept (with `policy.selection = "agreed"`, only where every critic rates it above the
-    first draw; elsewhere the first draw; with `"first_above_v"`, the first draw whose `min_i Q_i` reaches the
+    first draw; elsewhere the first draw; with `"agreed_mean"`, only where every critic rates it above the draws'
+    average, elsewhere that average; with `"first_above_v"`, the first draw whose `min_i Q_i` reaches the
     critic's `V(s)`; with `"mean"`, the average of the `N` draws).
 
     Args:

@@ -193,7 +193,9 @@ SCREENS: tuple[Screen, ...] = (
              "8 that the critic rates at least as high as the state's value V(s), which rejects the draws it rates "
              "below the data's without chasing its highest estimate?"
              + (" Or the average of 8 draws, the flow's own mean action (as IQL acts by its Gaussian's mean), which "
-                "removes the draw's noise without the critic's choice?" if agent == "qipo" else "")
+                "removes the draw's noise without the critic's choice? Or that average unless the twin critics "
+                "agree that the best draw beats it (IQL's agreed rule, with the flow's mean for IQL's)?"
+                if agent == "qipo" else "")
              + " (on the results grid's runs at "
              + {"flowq": "the study's first defaults, before FlowQ's floor)",
                 "iql": "the study's second defaults, IQL at the paper's weights)"}.get(agent, "today's defaults)"),
@@ -201,7 +203,8 @@ SCREENS: tuple[Screen, ...] = (
               *([_act("noise=0", best_of_n="1", noise="0")] if agent != "iql" else []),
               _act("best-of-8, agreed", selection="agreed"), _act("best-of-2", best_of_n="2"),
               _act("best-of-4", best_of_n="4"), _act("first of 8 above V", selection="first_above_v"),
-              *([_act("mean of 8", selection="mean")] if agent == "qipo" else [])),
+              *([_act("mean of 8", selection="mean"), _act("agreed mean of 8", selection="agreed_mean")]
+                if agent == "qipo" else [])),
              protocol=OTHER_KINDS, grid_runs=True, baseline={"flowq": FIRST, "iql": PAPER_WEIGHTS}.get(agent, {}))
       for agent, name in (("iql", "IQL"), ("flowq", "FlowQ"), ("qipo", "QIPO"))),
     *(Screen(f"{agent}-layer-norm-me", agent, f"{name} on halfcheetah-medium-expert, where the critic's choice among "
@@ -308,38 +311,46 @@ SCREENS: tuple[Screen, ...] = (
            "temperature 3 unless its weights would keep less than half the batch), which on these runs' critics "
            "picks about 1 on walker2d and halfcheetah and 2.5 on hopper? And with it, how many draws should the flow "
            "choose its action from by Q, or should it act by their average, its mean action, as IQL acts by its "
-           "Gaussian's mean? (its default is the grid's own FlowQ cells)",
+           "Gaussian's mean, or by that average unless the twin critics agree that the best draw beats it (state by "
+           "state, IQL's agreed rule)? (its default is the grid's own FlowQ cells)",
            (DEFAULT, Variant("temperature=1", {"agent.temperature": "1"}),
             _act("temperature=1, plain", "temperature=1", best_of_n="1"),
             Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1"),
             _act("min_ess=0.5, best-of-2", "min_ess=0.5", best_of_n="2"),
             _act("min_ess=0.5, best-of-4", "min_ess=0.5", best_of_n="4"),
-            _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean")), protocol=GRID_MEDIUM_EXPERT,
+            _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean"),
+            _act("min_ess=0.5, agreed mean of 8", "min_ess=0.5", selection="agreed_mean")), protocol=GRID_MEDIUM_EXPERT,
            baseline=FIRST),
     Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
            "temperature 1 no better (flowq-weights)? And the floor min_ess=0.5, acting by the average of 8 draws as "
-           "well? (its default is the grid's own FlowQ cells)",
+           "well, or by that average unless the twin critics agree that the best draw beats it? (its default is the "
+           "grid's own FlowQ cells)",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             Variant("temperature=1", {"agent.temperature": "1"}),
-            _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean")),
+            _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean"),
+            _act("min_ess=0.5, agreed mean of 8", "min_ess=0.5", selection="agreed_mean")),
            protocol=dataclasses.replace(GRID, envs=("hopper", "walker2d", "halfcheetah"),
                                         kinds=("medium-replay", "medium")), baseline=FIRST),
     Screen("iql-temperature-me", "iql", "IQL under flowq-temperature's protocol: does the baseline gain as much from "
            "temperature 1 on the medium-expert datasets, and from FlowQ's floor on the effective sample size "
-           "(min_ess=0.5, on IQL's capped weights)? (the same tuning for the baseline; its default is the grid's IQL "
-           "cells at the paper's weights)",
+           "(min_ess=0.5, on IQL's capped weights)? And, with the floor, acting by its mean unless the twin critics "
+           "agree that the best of 8 beats it (agreed)? (the same tuning for the baseline; its default is the grid's "
+           "IQL cells at the paper's weights)",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
             Variant("temperature=1", {"agent.temperature": "1"}),
             _act("temperature=1, plain", "temperature=1", best_of_n="1"),
-            _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1")), protocol=GRID_MEDIUM_EXPERT,
+            _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1"),
+            _act("min_ess=0.5, agreed", "min_ess=0.5", selection="agreed")), protocol=GRID_MEDIUM_EXPERT,
            baseline=PAPER_WEIGHTS),
     Screen("iql-floor-other", "iql", "IQL with FlowQ's floor on the effective sample size (min_ess=0.5), which "
            "lifted it on all three medium-expert datasets (iql-temperature-me), on the grid's six other datasets: "
            "the baseline tuned as FlowQ was, for a fair aggregate (its default is the grid's IQL cells at the paper's "
-           "weights)? And acting by its mean there (plain)?",
+           "weights)? And acting by its mean there (plain), or by its mean unless the twin critics agree that the "
+           "best of 8 beats it (agreed)?",
            (DEFAULT, Variant("min_ess=0.5", {"agent.min_ess": "0.5"}),
-            _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1")),
+            _act("min_ess=0.5, plain", "min_ess=0.5", best_of_n="1"),
+            _act("min_ess=0.5, agreed", "min_ess=0.5", selection="agreed")),
            protocol=dataclasses.replace(GRID, envs=("walker2d", "hopper", "halfcheetah"),
                                         kinds=("medium", "medium-replay")), baseline=PAPER_WEIGHTS),
     Screen("qipo-support", "qipo", "QIPO: which support set, weights, pool renewal, warm-up and critic work best "

@@ -428,6 +428,34 @@ def test_best_of_n_agreed_falls_back_to_the_first_draw_where_the_critics_disagre
     np.testing.assert_array_equal(single, best_of_n(propose, lambda s, a: a[:, 0], obs, num_candidates=6, key=key))
 
 
+def test_best_of_n_agreed_mean_keeps_the_draws_average_unless_the_critics_agree_a_draw_beats_it():
+    obs = jnp.zeros((64, OBS_DIM))
+
+    def propose(key, s):
+        return jax.random.uniform(key, (s.shape[0], ACT_DIM), minval=-1, maxval=1)
+
+    def score(s, a):  # both members prefer actions near 0.2 in the first component; member 1 adds a wide spread
+        q = -jnp.abs(a[:, 0] - 0.2)
+        return jnp.stack([q, q + 2.0 * a[:, 1]], axis=-1)
+
+    key = jax.random.key(41)
+    drawn = propose(key, jnp.repeat(obs, 6, axis=0)).reshape(64, 6, ACT_DIM)
+    average = drawn.mean(axis=1)
+    greedy = best_of_n(propose, score, obs, num_candidates=6, key=key)
+    blended = best_of_n(propose, score, obs, num_candidates=6, key=key, selection="agreed_mean")
+    sure = jnp.min(score(None, greedy), axis=-1) > jnp.max(score(None, average), axis=-1)
+    # where the best draw beats the average by every member's account, it; else the average (both kinds occur here)
+    assert 0 < int(jnp.sum(sure)) < 64, "the check needs states of both kinds"
+    np.testing.assert_allclose(blended, jnp.where(sure[:, None], greedy, average), atol=1e-6)
+    # with one critic the rule is the plain maximum over the draws and their average: the average where it is best
+    single = best_of_n(propose, lambda s, a: score(s, a)[:, 0], obs, num_candidates=6, key=key,
+                       selection="agreed_mean")
+    candidates = jnp.concatenate([average[:, None], drawn], axis=1)
+    values = score(None, candidates.reshape(-1, ACT_DIM))[:, 0].reshape(64, 7)
+    np.testing.assert_allclose(single, candidates[jnp.arange(64), jnp.argmax(values, axis=-1)], atol=1e-6)
+    assert bool(jnp.any(jnp.argmax(values, axis=-1) == 0)), "the check needs states where the average is best"
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # FlowQ: the critic is frozen inside the policy loss
 
@@ -815,6 +843,13 @@ def test_act_shapes_and_range(trained):
         five = sample_flow_actions(state.policy, jnp.repeat(obs, 5, axis=0), key=jax.random.key(20),
                                    steps=config.sample_steps, solver=config.solver).reshape(7, 5, ACT_DIM)
         np.testing.assert_allclose(module.act(averaged, obs, key=jax.random.key(20)), five.mean(axis=1), atol=1e-6)
+        # agreed_mean: the best of the same five where both critics rate it above their average, else the average
+        blended = dataclasses.replace(picky, config=dataclasses.replace(
+            picky.config, policy=dataclasses.replace(policy, selection="agreed_mean")))
+        average = five.mean(axis=1)
+        sure = min_q(state.critic.q, obs, chosen) > jnp.max(q_values(state.critic.q, obs, average), axis=-1)
+        np.testing.assert_allclose(module.act(blended, obs, key=jax.random.key(20)),
+                                   jnp.where(sure[:, None], chosen, average), atol=1e-6)
     if name == "flowq":  # first_above_v needs V(s), which the tests' QIPO (its softmax critic) does not have
         # per state, the first of the same candidates whose min Q reaches V(s), else the best
         satisfied = dataclasses.replace(picky, config=dataclasses.replace(
@@ -899,6 +934,11 @@ def test_iql_best_of_n_keeps_the_mean_or_a_better_draw(trained):
     assert 0 < int(jnp.sum(sure)) < 200, "the check needs states of both kinds"
     expected = jnp.where(sure[:, None], chosen, means)
     np.testing.assert_allclose(module.act(agreed, obs, key=jax.random.key(32)), expected, atol=1e-6)
+    # agreed_mean is the same rule for IQL: its first candidate is its mean already
+    blended = dataclasses.replace(picky, config=dataclasses.replace(
+        picky.config, policy=dataclasses.replace(policy, selection="agreed_mean")))
+    np.testing.assert_array_equal(module.act(blended, obs, key=jax.random.key(32)),
+                                  module.act(agreed, obs, key=jax.random.key(32)))
     # first_above_v: the mean where its min Q reaches V(s) (in both kinds of states here), else the first draw that
     # does, else the best
     satisfied = dataclasses.replace(picky, config=dataclasses.replace(
