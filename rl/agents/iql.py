@@ -313,7 +313,8 @@ def act(state: State, obs: Float[Array, "n obs_dim"], *, key: PRNGKeyArray) -> F
     """The mean action `tanh(MLP(s))` for each state (deterministic; `key` is unused), or with
     `policy.best_of_n = N > 1` the one of highest `min_i Q_i(s, a)` (online critic) among the mean and `N - 1` draws
     of the Gaussian (its standard deviation scaled by `policy.noise`), each clipped to `[-1, 1]`; with
-    `policy.selection = "agreed"` (or `"agreed_mean"`, the same rule here), a draw replaces the mean only where every critic rates it above the mean; with
+    `policy.selection = "agreed"` (or `"agreed_mean"`, the same rule here), a draw replaces the mean only where every
+    critic rates it above the mean; with
     `"first_above_v"`, the mean is kept where its `min_i Q_i` reaches `V(s)`, else the first draw that does; with
     `"mean"`, the mean itself (the average of the Gaussian's draws, without their noise)."""
     config = state.config.policy

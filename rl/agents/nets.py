@@ -174,7 +174,8 @@ def choose(
     members is the critic's own measure of doubt, so the gain of choosing is taken only where it is larger than that
     doubt. `"agreed_mean"` is `"agreed"` against the draws' mean: `best_of_n` puts the average of the draws first
     among the candidates (IQL's first candidate is its mean already), so a state acts by the averaged draws unless
-    every critic rates the best draw above them. `"first_above_v"` keeps the first candidate, in order, whose `min_i Q_i` reaches the state's value
+    every critic rates the best draw above them. `"first_above_v"` keeps the first candidate, in order, whose
+    `min_i Q_i` reaches the state's value
     `state_value` (`V(s)`, the expectile of Q over the data's actions), and the best by `min_i Q_i` where none does:
     it rejects the draws the critic rates below the data, without chasing the highest estimate, which is where the
     critic's errors gather. `"mean"` chooses none: it averages the candidates (`pick`).

@@ -5,7 +5,8 @@ The policy is a conditional flow: a velocity field `v(a_t, t, s)` (`energyflow.M
 `energyflow` sampler (`sample_steps` steps of `solver`), clips to `[-1, 1]` and, with `best_of_n > 1`, keeps the
 best of `N` draws by `min_i Q_i(s, a)` (`selection="agreed"`: only where the critics agree that it beats the first
 draw; `selection="agreed_mean"`: only where they agree that it beats the draws' average, else the average;
-`selection="mean"`: their average instead, no critic asked). How each agent *trains* the flow is the agent's own story (`flowq`, `qipo`).
+`selection="mean"`: their average instead, no critic asked). How each agent *trains* the flow is the agent's own
+story (`flowq`, `qipo`).
 """
 
 import dataclasses
@@ -150,11 +151,11 @@ def best_of_n(
         return propose(key, obs)
     n = obs.shape[0]
     repeated = jnp.repeat(obs, num_candidates, axis=0)
-    candidates = propose(key, repeated)
-    candidates = candidates.reshape(n, num_candidates, -1)
+    drawn = propose(key, repeated)
+    candidates = drawn.reshape(n, num_candidates, -1)
     if selection == "mean":
         return pick(candidates, None, selection)
-    values = score(repeated, candidates.reshape(n * num_candidates, -1)).reshape(n, num_candidates, -1)
+    values = score(repeated, drawn).reshape(n, num_candidates, -1)
     if selection == "agreed_mean":
         average = jnp.mean(candidates, axis=1)
         candidates = jnp.concatenate([average[:, None, :], candidates], axis=1)

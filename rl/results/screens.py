@@ -194,7 +194,7 @@ SCREENS: tuple[Screen, ...] = (
              "below the data's without chasing its highest estimate?"
              + (" Or the average of 8 draws, the flow's own mean action (as IQL acts by its Gaussian's mean), which "
                 "removes the draw's noise without the critic's choice? Or that average unless the twin critics "
-                "agree that the best draw beats it (IQL's agreed rule, with the flow's mean for IQL's)?"
+                "agree that the best draw beats it (IQL's agreed rule, the flow's mean in place of the Gaussian's)?"
                 if agent == "qipo" else "")
              + " (on the results grid's runs at "
              + {"flowq": "the study's first defaults, before FlowQ's floor)",
@@ -320,8 +320,8 @@ SCREENS: tuple[Screen, ...] = (
             _act("min_ess=0.5, best-of-2", "min_ess=0.5", best_of_n="2"),
             _act("min_ess=0.5, best-of-4", "min_ess=0.5", best_of_n="4"),
             _act("min_ess=0.5, mean of 8", "min_ess=0.5", selection="mean"),
-            _act("min_ess=0.5, agreed mean of 8", "min_ess=0.5", selection="agreed_mean")), protocol=GRID_MEDIUM_EXPERT,
-           baseline=FIRST),
+            _act("min_ess=0.5, agreed mean of 8", "min_ess=0.5", selection="agreed_mean")),
+           protocol=GRID_MEDIUM_EXPERT, baseline=FIRST),
     Screen("flowq-temperature-other", "flowq", "FlowQ: and on the grid's other datasets, where the 30k screens found "
            "temperature 1 no better (flowq-weights)? And the floor min_ess=0.5, acting by the average of 8 draws as "
            "well, or by that average unless the twin critics agree that the best draw beats it? (its default is the "
